@@ -1,0 +1,111 @@
+// Package cliapp holds what the four airlock programs share in their main:
+// the signal-aware context, the version stamp, and the single place where an
+// error becomes an exit code. Only cmd/ imports it.
+package cliapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/airlock-project/airlock/fault"
+)
+
+// Version and Commit are stamped by the Makefile with -ldflags -X.
+var (
+	Version = "dev"
+	Commit  = "unknown"
+)
+
+// Main runs app with the process arguments and exits with the code of the
+// error's class (see fault.Code). It never returns.
+func Main(app *cli.App) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := Run(ctx, app, os.Args, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Run runs app with args and returns the exit code, having printed any error
+// to stderr as "NAME: message". Tests call it directly.
+func Run(ctx context.Context, app *cli.App, args []string, stderr io.Writer) int {
+	Prepare(app)
+	usageFailed = false
+	err := app.RunContext(ctx, args)
+	if err == nil && usageFailed {
+		return fault.ExitUsage
+	}
+	if err == nil {
+		return fault.ExitOK
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		fmt.Fprintf(stderr, "%s: interrupted; rerun the same command to continue\n", app.Name)
+		return fault.ExitOperational
+	}
+	fmt.Fprintf(stderr, "%s: %v\n", app.Name, err)
+	return fault.Code(err)
+}
+
+// Prepare sets what every airlock program has in common: the version line,
+// no os.Exit from inside urfave/cli, usage errors classed as such.
+func Prepare(app *cli.App) {
+	app.Version = Version + " (" + Commit + ")"
+	app.ExitErrHandler = func(*cli.Context, error) {}
+	app.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
+		return fmt.Errorf("%w: %v (see --help)", fault.ErrUsage, err)
+	}
+	app.CommandNotFound = func(c *cli.Context, name string) {
+		fmt.Fprintf(c.App.ErrWriter, "%s: no command %q (see --help)\n", c.App.Name, name)
+		usageFailed = true
+	}
+	app.EnableBashCompletion = true
+	app.Suggest = true
+	for _, c := range app.Commands {
+		prepareCommand(c)
+	}
+}
+
+// usageFailed records a CommandNotFound, which urfave/cli reports only by
+// callback. A program runs one app at a time, so a package variable is safe.
+var usageFailed bool
+
+func prepareCommand(c *cli.Command) {
+	c.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
+		return fmt.Errorf("%w: %s: %v (see '%s --help')", fault.ErrUsage, c.Name, err, c.Name)
+	}
+	for _, s := range c.Subcommands {
+		prepareCommand(s)
+	}
+}
+
+// Need returns a usage error if any of the named flags was not given. It is
+// used instead of urfave/cli's Required, whose error cannot be classed.
+func Need(c *cli.Context, names ...string) error {
+	var missing []string
+	for _, n := range names {
+		if !c.IsSet(n) {
+			missing = append(missing, "--"+n)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s needs %s (see '%s --help')", fault.ErrUsage, c.Command.FullName(), strings.Join(missing, ", "), c.Command.FullName())
+	}
+	return nil
+}
+
+// Args returns the positional arguments, or a usage error if their number
+// is outside [min, max] (max < 0: no upper bound).
+func Args(c *cli.Context, min, max int, what string) ([]string, error) {
+	a := c.Args().Slice()
+	if len(a) < min || (max >= 0 && len(a) > max) {
+		return nil, fmt.Errorf("%w: %s takes %s (see '%s --help')", fault.ErrUsage, c.Command.FullName(), what, c.Command.FullName())
+	}
+	return a, nil
+}
