@@ -134,7 +134,7 @@ func validWindow(issued, expires time.Time) error {
 	i, x := canonicalTime(issued), canonicalTime(expires)
 	for _, t := range []time.Time{i, x} {
 		if t.IsZero() || t.Year() < 1 || t.Year() > 9999 {
-			return fmt.Errorf("time %s out of range", t.Format(time.RFC3339))
+			return fmt.Errorf("issue and expiry times must be set, between years 1 and 9999 UTC (got %s)", t.Format(time.RFC3339))
 		}
 	}
 	if !x.After(i) {
@@ -220,8 +220,9 @@ func (e Entitlement) Encode() ([]byte, error) {
 	return EncodeCanonical(e)
 }
 
-// Validate checks that e is complete and consistent: every package valid,
-// no digest listed twice.
+// Validate checks that e is complete and consistent: format, site, key id,
+// a non-empty time window (judged at whole seconds, as encoded), every
+// package valid, no digest or name@version listed twice.
 func (e Entitlement) Validate() error {
 	if e.Format != EntitlementFormat {
 		return fmt.Errorf("%w: entitlement format %q, want %q", ErrFormat, truncate(e.Format), EntitlementFormat)

@@ -125,3 +125,20 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	*d = Duration(v)
 	return nil
 }
+
+// Equal reports whether p and q are the same package metadata: every field
+// equal, versions spelled the same, requirements equal in order. A nil and
+// an empty Requires are equal (both encode as no requirements).
+func (p Package) Equal(q Package) bool {
+	if p.Name != q.Name || p.Kind != q.Kind || p.Version.String() != q.Version.String() ||
+		p.SHA256 != q.SHA256 || p.Size != q.Size || p.Settle != q.Settle || p.Reboot != q.Reboot ||
+		len(p.Requires) != len(q.Requires) {
+		return false
+	}
+	for i := range p.Requires {
+		if p.Requires[i].String() != q.Requires[i].String() {
+			return false
+		}
+	}
+	return true
+}
