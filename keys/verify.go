@@ -453,3 +453,28 @@ func (v *verification) finish(p Policy) (Signature, error) {
 		SigningKey: v.ki.fp,
 	}, nil
 }
+
+// UnverifiedPayload returns the literal data of an armored signed message
+// WITHOUT verifying the
+// signature. It exists for the unrestricted side, which must read a download
+// key's site and id to check that an entitlement answers it but holds no
+// site key. The result is untrusted: use it only to compare against data
+// that is itself verified, never to grant anything. Input is bounded by
+// DefaultMaxArmored and parsed with the same strictness as VerifyMessage.
+func UnverifiedPayload(armoredMsg io.Reader) ([]byte, error) {
+	const what = "message"
+	limit := Policy{}.resolve().MaxArmored
+	b, err := readBounded(armoredMsg, limit, what)
+	if err != nil {
+		return nil, err
+	}
+	body, err := dearmor(b, blockMessage, what, false)
+	if err != nil {
+		return nil, err
+	}
+	data, _, err := parseMessage(body, limit)
+	if err != nil {
+		return nil, err
+	}
+	return data, nil
+}

@@ -3,6 +3,7 @@ package keys
 import (
 	"bytes"
 	"crypto"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -452,5 +453,28 @@ func TestConcurrentSignVerify(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+func TestUnverifiedPayload(t *testing.T) {
+	k, err := Generate(GenerateOptions{Name: "plant-3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msg bytes.Buffer
+	if err := k.SignMessage(&msg, []byte(`{"site":"plant-3"}`)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := UnverifiedPayload(bytes.NewReader(msg.Bytes()))
+	if err != nil || string(got) != `{"site":"plant-3"}` {
+		t.Fatalf("UnverifiedPayload = %q, %v", got, err)
+	}
+	if _, err := UnverifiedPayload(strings.NewReader("not armored")); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("garbage: %v, want ErrMalformed", err)
+	}
+	var sig bytes.Buffer
+	k.SignDetached(&sig, strings.NewReader("x"))
+	if _, err := UnverifiedPayload(bytes.NewReader(sig.Bytes())); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("detached signature taken as a message: %v", err)
 	}
 }
