@@ -12,10 +12,13 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"github.com/airlock-project/airlock/fault"
+	"github.com/airlock-project/airlock/progress"
 )
 
 // Version and Commit are stamped by the Makefile with -ldflags -X.
@@ -26,11 +29,15 @@ var (
 
 // Main runs app with the process arguments and exits with the code of the
 // error's class (see fault.Code). It never returns.
-func Main(app *cli.App) {
+func Main(app *cli.App) { os.Exit(Exec(app)) }
+
+// Exec runs app with the process arguments under a context cancelled by
+// SIGINT or SIGTERM and returns the exit code. testscript scenarios call it
+// as the program's entry point.
+func Exec(app *cli.App) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := Run(ctx, app, os.Args, os.Stderr)
-	stop()
-	os.Exit(code)
+	defer stop()
+	return Run(ctx, app, os.Args, os.Stderr)
 }
 
 // Run runs app with args and returns the exit code, having printed any error
@@ -108,4 +115,30 @@ func Args(c *cli.Context, min, max int, what string) ([]string, error) {
 		return nil, fmt.Errorf("%w: %s takes %s (see '%s --help')", fault.ErrUsage, c.Command.FullName(), what, c.Command.FullName())
 	}
 	return a, nil
+}
+
+// NoProgressFlag is the --no-progress flag of every command that does long work.
+var NoProgressFlag = &cli.BoolFlag{Name: "no-progress", Usage: "print plain progress lines instead of bars"}
+
+// JSONFlag is the --json flag of every data-producing command.
+var JSONFlag = &cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON on stdout"}
+
+// Progress returns the reporter for a command: bars on stderr when it is a
+// terminal and --no-progress is not set, plain lines every few seconds
+// otherwise.
+func Progress(c *cli.Context) progress.Reporter {
+	w := c.App.ErrWriter
+	if w == nil {
+		w = os.Stderr
+	}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !c.Bool("no-progress") {
+		return progress.Bars(w)
+	}
+	return progress.Lines(w, 5*time.Second)
+}
+
+// Interactive reports whether stdin and stderr are terminals, so that a
+// command may ask for confirmation.
+func Interactive() bool {
+	return term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stderr.Fd()))
 }
