@@ -7,13 +7,146 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/airlock-project/airlock/cmd/internal/cliapp"
+	"github.com/airlock-project/airlock/server"
 )
 
 func main() { cliapp.Main(newApp()) }
+
+var dirFlag = &cli.StringFlag{Name: "dir", Usage: "the vendor store directory (made by init)"}
+
+func config(c *cli.Context) server.Config { return server.Config{Dir: c.String("dir")} }
 
 func newApp() *cli.App {
 	return &cli.App{
 		Name:  "airlock-server",
 		Usage: "the vendor's update server",
+		Commands: []*cli.Command{
+			{
+				Name:  "init",
+				Usage: "make a vendor store: vendor key (DIR/vendor.key, DIR/vendor.pub.asc), catalog, ledger",
+				Flags: []cli.Flag{dirFlag, &cli.StringFlag{Name: "name", Usage: "the vendor key's user ID", Value: "airlock vendor"}},
+				Action: func(c *cli.Context) error {
+					if err := cliapp.Need(c, "dir"); err != nil {
+						return err
+					}
+					if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
+						return err
+					}
+					return server.RunInit(c.Context, server.InitOptions{Dir: c.String("dir"), Name: c.String("name")}, c.App.Writer, c.App.ErrWriter)
+				},
+			},
+			{
+				Name:      "publish",
+				Usage:     "add a package file to the catalog",
+				ArgsUsage: "FILE",
+				Flags: []cli.Flag{
+					dirFlag,
+					&cli.StringFlag{Name: "name", Usage: "the component the package updates, e.g. base"},
+					&cli.StringFlag{Name: "kind", Usage: "base, product, license or hotfix"},
+					&cli.StringFlag{Name: "version", Usage: "the version it installs, e.g. 3.4.0"},
+					&cli.StringSliceFlag{Name: "requires", Usage: "a constraint that must hold before install, e.g. 'base >= 3.3.2' (repeatable)"},
+					&cli.DurationFlag{Name: "settle", Usage: "wait this long after installing it before the next package of its kind, e.g. 24h"},
+					&cli.BoolFlag{Name: "reboot", Usage: "the node restarts during install"},
+					cliapp.JSONFlag, cliapp.NoProgressFlag,
+				},
+				Action: func(c *cli.Context) error {
+					if err := cliapp.Need(c, "dir", "name", "kind", "version"); err != nil {
+						return err
+					}
+					args, err := cliapp.Args(c, 1, 1, "one package FILE")
+					if err != nil {
+						return err
+					}
+					return server.RunPublish(c.Context, server.PublishOptions{
+						Config: config(c), Name: c.String("name"), Kind: c.String("kind"), Version: c.String("version"),
+						Requires: c.StringSlice("requires"), Settle: c.Duration("settle"), Reboot: c.Bool("reboot"),
+						File: args[0], JSON: c.Bool("json"), Progress: cliapp.Progress(c),
+					}, c.App.Writer, c.App.ErrWriter)
+				},
+			},
+			{
+				Name:  "site",
+				Usage: "manage registered sites",
+				Subcommands: []*cli.Command{{
+					Name:  "add",
+					Usage: "register a site's public key (the repository's site.pub.asc)",
+					Flags: []cli.Flag{
+						dirFlag,
+						&cli.StringFlag{Name: "name", Usage: "the site name, as in its download keys"},
+						&cli.StringFlag{Name: "key", Usage: "the site's armored public key file"},
+						cliapp.JSONFlag,
+					},
+					Action: func(c *cli.Context) error {
+						if err := cliapp.Need(c, "dir", "name", "key"); err != nil {
+							return err
+						}
+						if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
+							return err
+						}
+						return server.RunSiteAdd(c.Context, server.SiteAddOptions{
+							Config: config(c), Name: c.String("name"), KeyFile: c.String("key"), JSON: c.Bool("json"),
+						}, c.App.Writer, c.App.ErrWriter)
+					},
+				}},
+			},
+			{
+				Name:  "reissue",
+				Usage: "make a package a site has downloaded downloadable again for it",
+				Flags: []cli.Flag{
+					dirFlag,
+					&cli.StringFlag{Name: "site", Usage: "the site name"},
+					&cli.StringFlag{Name: "package", Usage: "NAME@VERSION or the package's sha256"},
+				},
+				Action: func(c *cli.Context) error {
+					if err := cliapp.Need(c, "dir", "site", "package"); err != nil {
+						return err
+					}
+					if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
+						return err
+					}
+					return server.RunReissue(c.Context, server.ReissueOptions{
+						Config: config(c), Site: c.String("site"), Package: c.String("package"),
+					}, c.App.Writer, c.App.ErrWriter)
+				},
+			},
+			{
+				Name:  "catalog",
+				Usage: "list the published packages",
+				Flags: []cli.Flag{dirFlag, cliapp.JSONFlag},
+				Action: func(c *cli.Context) error {
+					if err := cliapp.Need(c, "dir"); err != nil {
+						return err
+					}
+					if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
+						return err
+					}
+					return server.RunCatalog(c.Context, server.CatalogOptions{Config: config(c), JSON: c.Bool("json")}, c.App.Writer, c.App.ErrWriter)
+				},
+			},
+			{
+				Name:  "serve",
+				Usage: "answer download keys and serve packages until SIGTERM; admin commands keep working meanwhile",
+				Flags: []cli.Flag{
+					dirFlag,
+					&cli.StringFlag{Name: "listen", Usage: "TCP address to listen on", Value: "127.0.0.1:8080"},
+					&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate file: serve HTTPS"},
+					&cli.StringFlag{Name: "tls-key", Usage: "PEM private key file of --tls-cert"},
+				},
+				Action: func(c *cli.Context) error {
+					if err := cliapp.Need(c, "dir"); err != nil {
+						return err
+					}
+					if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
+						return err
+					}
+					return server.RunServe(c.Context, server.ServeCommandOptions{
+						Config: config(c),
+						ServeOptions: server.ServeOptions{
+							Listen: c.String("listen"), TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
+						},
+					}, c.App.Writer, c.App.ErrWriter)
+				},
+			},
+		},
 	}
 }

@@ -1,0 +1,264 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/airlock-project/airlock/catalog"
+	"github.com/airlock-project/airlock/fault"
+	"github.com/airlock-project/airlock/progress"
+)
+
+// The Run functions below are the airlock-server commands: cmd/airlock-server
+// parses flags into their options and calls them. Each writes its result
+// to stdout (JSON with the JSON option) and returns an error whose class
+// gives the exit code.
+
+// InitOptions are the options of 'airlock-server init'.
+type InitOptions struct {
+	Dir  string
+	Name string    // vendor key user ID; empty means "airlock vendor"
+	Now  time.Time // key creation time; zero means now
+}
+
+// RunInit makes a new store (see Init) and tells where the public key is.
+func RunInit(_ context.Context, opts InitOptions, stdout, _ io.Writer) error {
+	pub, err := Init(opts.Dir, opts.Name, opts.Now)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "initialized vendor store %s\nvendor key %s %q\npublic key %s: give it to every site, courier and node to trust ('airlock trust add --role vendor')\n",
+		opts.Dir, pub.Fingerprint(), pub.UserID(), filepath.Join(opts.Dir, VendorPubFile))
+	return nil
+}
+
+// PublishOptions are the options of 'airlock-server publish'. Version,
+// Kind and Requires are parsed here, so that a bad spelling is a usage
+// error naming the flag.
+type PublishOptions struct {
+	Config
+	Name     string
+	Kind     string
+	Version  string
+	Requires []string
+	Settle   time.Duration
+	Reboot   bool
+	File     string
+	JSON     bool
+	Progress progress.Reporter // nil: none
+}
+
+// request parses the options into a PublishRequest.
+func (o PublishOptions) request() (PublishRequest, error) {
+	req := PublishRequest{Name: o.Name, File: o.File, Reboot: o.Reboot, Settle: catalog.Duration(o.Settle), Requires: []catalog.Constraint{}}
+	if err := catalog.ValidName(o.Name); err != nil {
+		return req, fmt.Errorf("%w: --name: %v", fault.ErrUsage, err)
+	}
+	k, err := catalog.ParseKind(o.Kind)
+	if err != nil {
+		return req, fmt.Errorf("%w: --kind: %v", fault.ErrUsage, err)
+	}
+	req.Kind = k
+	if req.Version, err = catalog.ParseVersion(o.Version); err != nil {
+		return req, fmt.Errorf("%w: --version: %v", fault.ErrUsage, err)
+	}
+	for _, r := range o.Requires {
+		c, err := catalog.ParseConstraint(r)
+		if err != nil {
+			return req, fmt.Errorf("%w: --requires: %v", fault.ErrUsage, err)
+		}
+		req.Requires = append(req.Requires, c)
+	}
+	if o.Settle < 0 || o.Settle > 365*24*time.Hour {
+		return req, fmt.Errorf("%w: --settle %s: want a duration from 0 to 8760h", fault.ErrUsage, o.Settle)
+	}
+	return req, nil
+}
+
+// RunPublish adds a package file to the catalog, through the running
+// server if there is one (see Connect).
+func RunPublish(ctx context.Context, opts PublishOptions, stdout, _ io.Writer) error {
+	req, err := opts.request()
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(req.File); err != nil {
+		return fmt.Errorf("publish %s: %w", req.File, err)
+	}
+	a, err := Connect(ctx, opts.Config)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	res, err := a.Publish(ctx, req, opts.Progress)
+	if opts.Progress != nil {
+		opts.Progress.Wait()
+	}
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		return writeJSON(stdout, res)
+	}
+	verb := "published"
+	if !res.Added {
+		verb = "already published, unchanged:"
+	}
+	fmt.Fprintf(stdout, "%s %s sha256 %s size %d\n", verb, res.Package.ID(), res.Package.SHA256, res.Package.Size)
+	return nil
+}
+
+// SiteAddOptions are the options of 'airlock-server site add'.
+type SiteAddOptions struct {
+	Config
+	Name    string
+	KeyFile string
+	JSON    bool
+}
+
+// RunSiteAdd registers a site's public key.
+func RunSiteAdd(ctx context.Context, opts SiteAddOptions, stdout, _ io.Writer) error {
+	if err := catalog.ValidName(opts.Name); err != nil {
+		return fmt.Errorf("%w: --name: site %v", fault.ErrUsage, err)
+	}
+	f, err := os.Open(opts.KeyFile)
+	if err != nil {
+		return fmt.Errorf("site add %s: %w", opts.Name, err)
+	}
+	b, err := readAllLimit(f, maxAdminBody)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("site add %s: key %s: %w", opts.Name, opts.KeyFile, err)
+	}
+	a, err := Connect(ctx, opts.Config)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	site, err := a.AddSite(ctx, opts.Name, b)
+	if err != nil {
+		return fmt.Errorf("%s: %w", opts.KeyFile, err)
+	}
+	if opts.JSON {
+		return writeJSON(stdout, site)
+	}
+	fmt.Fprintf(stdout, "site %s registered with key %s %q\n", site.Name, site.Fingerprint, sanitize(site.UserID))
+	return nil
+}
+
+// ReissueOptions are the options of 'airlock-server reissue'.
+type ReissueOptions struct {
+	Config
+	Site    string
+	Package string // NAME@VERSION or sha256
+}
+
+// RunReissue makes a delivered package downloadable again for a site.
+func RunReissue(ctx context.Context, opts ReissueOptions, stdout, _ io.Writer) error {
+	a, err := Connect(ctx, opts.Config)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	d, err := a.Reissue(ctx, opts.Site, opts.Package)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "reissued %s to site %s (delivered %s); its next download key is entitled to it again\n",
+		d.Package, d.Site, d.Acknowledged.Format(time.RFC3339))
+	return nil
+}
+
+// CatalogOptions are the options of 'airlock-server catalog'.
+type CatalogOptions struct {
+	Config
+	JSON bool
+}
+
+// RunCatalog lists the published packages: a table, or with JSON
+// {"packages":[...]} in catalog.Package form.
+func RunCatalog(ctx context.Context, opts CatalogOptions, stdout, _ io.Writer) error {
+	a, err := Connect(ctx, opts.Config)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	ps, err := a.Catalog(ctx)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		if ps == nil {
+			ps = []catalog.Package{}
+		}
+		return writeJSON(stdout, catalogResponse{Packages: ps})
+	}
+	if len(ps) == 0 {
+		fmt.Fprintln(stdout, "no packages published; add one with 'airlock-server publish'")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKIND\tVERSION\tSIZE\tSHA256\tREQUIRES\tSETTLE\tREBOOT")
+	for _, p := range ps {
+		req := make([]string, len(p.Requires))
+		for i, c := range p.Requires {
+			req[i] = c.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%v\n", p.Name, p.Kind, p.Version, p.Size, p.SHA256.Short(),
+			strings.Join(req, ", "), time.Duration(p.Settle), p.Reboot)
+	}
+	return tw.Flush()
+}
+
+// ServeCommandOptions are the options of 'airlock-server serve'.
+type ServeCommandOptions struct {
+	Config
+	ServeOptions
+}
+
+// RunServe opens the store and serves until ctx is cancelled (SIGTERM,
+// SIGINT). Without Config.Logger it logs text lines to stderr. It prints
+// the base URL on stdout once it accepts connections.
+func RunServe(ctx context.Context, opts ServeCommandOptions, stdout, stderr io.Writer) error {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(stderr, nil))
+	}
+	s, err := Open(opts.Config)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ready := opts.Ready
+	opts.Ready = func(base string) {
+		fmt.Fprintf(stdout, "serving %s (admin socket %s)\n", base, filepath.Join(opts.Dir, AdminSocket))
+		if ready != nil {
+			ready(base)
+		}
+	}
+	return s.Serve(ctx, opts.ServeOptions)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// sanitize makes text from a key (a user ID) safe to print.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,46 @@
+package server
+
+import (
+	"errors"
+
+	"github.com/airlock-project/airlock/fault"
+)
+
+// Usage-class errors: the command named something that is not there or
+// cannot be used that way.
+var (
+	// ErrNotInitialized: the directory is not a store made by Init.
+	ErrNotInitialized = fault.Usage("not an airlock-server directory")
+	// ErrDirNotEmpty: Init refuses a directory that already holds files.
+	ErrDirNotEmpty = fault.Usage("directory not empty")
+	// ErrUnknownSite: no site of that name is registered.
+	ErrUnknownSite = fault.Usage("unknown site")
+	// ErrUnknownPackage: no package in the catalog matches the reference.
+	ErrUnknownPackage = fault.Usage("unknown package")
+	// ErrBadRequest: publish or site add metadata that cannot be used.
+	ErrBadRequest = fault.Usage("invalid request")
+)
+
+// ErrSiteMismatch: a download key that names one site but is signed by the
+// key of another (verification class).
+var ErrSiteMismatch = fault.Verification("download key signed by another site")
+
+// Policy-class errors: the request is understood but refused.
+var (
+	// ErrInUse: another process holds the database and does not answer
+	// on the admin socket.
+	ErrInUse = fault.Policy("store in use")
+	// ErrConflict: publish of a name@version already published with other
+	// content or metadata, or of a file already published under another
+	// name@version.
+	ErrConflict = fault.Policy("conflicts with the catalog")
+	// ErrSiteConflict: a site already registered with another key, or a key
+	// already registered for another site.
+	ErrSiteConflict = fault.Policy("conflicts with a registered site")
+	// ErrNotDelivered: reissue of a package the site never acknowledged.
+	ErrNotDelivered = fault.Policy("not delivered")
+)
+
+// ErrSchema reports a database written by another version of airlock-server
+// (operational: upgrade the program, or restore the right database).
+var ErrSchema = errors.New("unsupported database schema")
