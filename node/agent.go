@@ -1,0 +1,512 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/airlock-project/airlock/atomicfile"
+	"github.com/airlock-project/airlock/blob"
+	"github.com/airlock-project/airlock/catalog"
+)
+
+// Defaults of Options.
+const (
+	DefaultHookTimeout = 10 * time.Minute
+	DefaultMaxUploads  = 4
+	DefaultMaxQueue    = 64
+)
+
+// Crash points: the named instants of an install at which Options.CrashPoint
+// is called, in this order. A test kills the agent there to check recovery.
+const (
+	CrashAfterUnpack     = "after-unpack"      // release unpacked in its temporary directory
+	CrashAfterPreInstall = "after-pre-install" // release renamed into place, pre-install hook done
+	CrashAfterSwitch     = "after-switch"      // current switched to the new release
+	CrashBeforeCommit    = "before-state-write"
+	CrashAfterCommit     = "after-state-write" // state.json says the new version
+)
+
+// Options configure an Agent. The zero value is usable.
+type Options struct {
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// HookTimeout bounds each install hook; 0 means DefaultHookTimeout.
+	HookTimeout time.Duration
+	// MaxUnpack bounds the bytes one package may unpack to; 0 means four
+	// times the package size plus 1 GiB.
+	MaxUnpack int64
+	// MaxEntries bounds the members of one archive; 0 means DefaultMaxEntries.
+	MaxEntries int
+	// MaxUploads bounds concurrent upload bodies; 0 means DefaultMaxUploads.
+	MaxUploads int
+	// MaxQueue bounds queued install jobs; 0 means DefaultMaxQueue.
+	MaxQueue int
+	// CrashPoint, if set, is called at each Crash* point of an install, for
+	// crash tests. It is never set in production.
+	CrashPoint func(point string)
+}
+
+func (o Options) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
+func (o Options) crash(point string) {
+	if o.CrashPoint != nil {
+		o.CrashPoint(point)
+	}
+}
+
+// Agent is an open node directory: its state, staged packages, releases and
+// the install worker. Open it with Open, serve Handler, run Run, and Close
+// it. Its methods are safe for concurrent use; installs run one at a time in
+// Run.
+type Agent struct {
+	dir   string
+	opts  Options
+	log   *slog.Logger
+	token [sha256.Size]byte // SHA-256 of the bearer token
+	blobs *blob.Store
+	lock  *os.File
+	queue chan string
+	slots chan struct{} // upload slots
+
+	mu        sync.Mutex
+	st        *state
+	staged    map[catalog.Digest]catalog.Package // packages whose entitlement verified
+	uploading map[catalog.Digest]bool            // per-package request in progress
+	// settling holds jobs committed in state.json whose housekeeping
+	// (pruning, unstaging) is not done yet: the API reports them running
+	// until it is, so that a succeeded job means a settled node.
+	settling map[string]bool
+}
+
+// Open opens the node directory dir for serving: it takes the directory's
+// lock (ErrInUse if another agent holds it), loads state.json, the token and
+// the pinned vendor keys (ErrNoVendorKey if there are none), removes what an
+// interrupted run left behind, and repairs the releases from the state (see
+// the package documentation). The caller must Close the agent.
+func Open(dir string, opts Options) (*Agent, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.HookTimeout <= 0 {
+		opts.HookTimeout = DefaultHookTimeout
+	}
+	if opts.MaxUploads <= 0 {
+		opts.MaxUploads = DefaultMaxUploads
+	}
+	if opts.MaxQueue <= 0 {
+		opts.MaxQueue = DefaultMaxQueue
+	}
+	st, err := loadState(dir)
+	if err != nil {
+		return nil, err
+	}
+	lf, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", st.Name, err)
+	}
+	ok, err := lockFile(lf)
+	if err != nil || !ok {
+		lf.Close()
+		if err != nil {
+			return nil, fmt.Errorf("node %s: lock %s: %w", st.Name, lf.Name(), err)
+		}
+		return nil, fmt.Errorf("%w: another airlock-node serves node %s from %s; stop it first", ErrInUse, st.Name, dir)
+	}
+	a := &Agent{dir: dir, opts: opts, log: opts.Logger.With("node", st.Name), lock: lf, st: st,
+		queue: make(chan string, opts.MaxQueue), slots: make(chan struct{}, opts.MaxUploads),
+		staged: map[catalog.Digest]catalog.Package{}, uploading: map[catalog.Digest]bool{}, settling: map[string]bool{}}
+	if err := a.open(); err != nil {
+		lf.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Agent) open() error {
+	tok, err := os.ReadFile(tokenPath(a.dir))
+	if err != nil {
+		return fmt.Errorf("node %s: bearer token: %w", a.st.Name, err)
+	}
+	t := strings.TrimSpace(string(tok))
+	if len(t) < 32 {
+		return fmt.Errorf("node %s: bearer token in %s is shorter than 32 characters; run init again in a new directory", a.st.Name, tokenPath(a.dir))
+	}
+	a.token = sha256.Sum256([]byte(t))
+	trust, err := loadTrust(a.dir)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", a.st.Name, err)
+	}
+	for _, d := range []string{"entitlements", "staging", "staged", "releases", "hooks"} {
+		if err := os.MkdirAll(filepath.Join(a.dir, d), 0o755); err != nil {
+			return fmt.Errorf("node %s: %w", a.st.Name, err)
+		}
+	}
+	if a.blobs, err = blob.Open(filepath.Join(a.dir, "staged")); err != nil {
+		return fmt.Errorf("node %s: %w", a.st.Name, err)
+	}
+	if _, err := a.blobs.Clean(); err != nil {
+		return fmt.Errorf("node %s: clean staged store: %w", a.st.Name, err)
+	}
+	if err := removeTemps(filepath.Join(a.dir, "entitlements")); err != nil {
+		return fmt.Errorf("node %s: %w", a.st.Name, err)
+	}
+
+	changed, err := a.recoverReleases()
+	if err != nil {
+		return fmt.Errorf("node %s: repair releases: %w", a.st.Name, err)
+	}
+	now := a.opts.now()
+	for i := range a.st.Jobs {
+		j := &a.st.Jobs[i]
+		if j.active() {
+			j.State, j.Finished, j.Code = JobFailed, now, "interrupted"
+			j.Error = fmt.Sprintf("%v: the node agent stopped before installing %s@%s finished; the previous release is current; install again", ErrInterrupted, j.Package.Name, j.Package.Version)
+			a.log.Warn("install job interrupted by a restart", "job", j.ID, "package", j.Package.Name+"@"+j.Package.Version.String())
+			changed = true
+		}
+	}
+	if changed {
+		if err := a.st.save(a.dir); err != nil {
+			return err
+		}
+	}
+
+	ents, err := os.ReadDir(filepath.Join(a.dir, "entitlements"))
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		hexd, ok := strings.CutSuffix(e.Name(), ".asc")
+		if !ok {
+			continue
+		}
+		d, err := catalog.ParseDigest(hexd)
+		if err != nil {
+			continue
+		}
+		armored, err := os.ReadFile(filepath.Join(a.dir, "entitlements", e.Name()))
+		if err == nil {
+			var p catalog.Package
+			p, _, err = EntitledPackage(armored, trust, d, now)
+			if err == nil {
+				a.staged[d] = p
+				continue
+			}
+		}
+		a.log.Warn("staged package ignored: its entitlement no longer verifies; upload it again", "sha256", d.String(), "err", err)
+	}
+	return nil
+}
+
+// removeTemps removes atomicfile's temporary files left in dir.
+func removeTemps(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Close releases the directory lock. Call it after Run has returned.
+func (a *Agent) Close() error { return a.lock.Close() }
+
+// Name returns the node's name.
+func (a *Agent) Name() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st.Name
+}
+
+// Status returns the node's status as GET /v1/status reports it.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := Status{Name: a.st.Name, Role: a.st.Role, Region: a.st.Region, Installed: a.st.installedCopy(),
+		Drained: a.st.Drained, Time: a.opts.now(), Staged: []StagedPackage{}, Jobs: []Job{}}
+	for d, p := range a.staged {
+		s.Staged = append(s.Staged, a.stagedInfoLocked(d, p))
+	}
+	sort.Slice(s.Staged, func(i, j int) bool {
+		x, y := s.Staged[i], s.Staged[j]
+		if x.Name != y.Name {
+			return x.Name < y.Name
+		}
+		return x.Version.Less(y.Version)
+	})
+	for _, j := range a.st.Jobs {
+		if j = a.viewLocked(j); j.active() {
+			s.Jobs = append(s.Jobs, j)
+		}
+	}
+	return s
+}
+
+// viewLocked returns j as the API shows it: a settling job is still
+// running. Called with a.mu held.
+func (a *Agent) viewLocked(j Job) Job {
+	if a.settling[j.ID] {
+		j.State, j.Finished = JobRunning, time.Time{}
+	}
+	return j
+}
+
+// Jobs returns the job history, newest first.
+func (a *Agent) Jobs() []Job {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]Job, len(a.st.Jobs))
+	for i, j := range a.st.Jobs {
+		out[len(out)-1-i] = a.viewLocked(j)
+	}
+	return out
+}
+
+// Job returns the job with id, or an error matching ErrNotFound.
+func (a *Agent) Job(id string) (Job, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if j := a.st.job(id); j != nil {
+		return a.viewLocked(*j), nil
+	}
+	return Job{}, fmt.Errorf("%w: node %s has no job %q (it keeps the last %d)", ErrNotFound, a.st.Name, id, maxJobHistory)
+}
+
+// SetDrained sets and persists the drained flag.
+func (a *Agent) SetDrained(drained bool) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.st.Drained
+	a.st.Drained = drained
+	if err := a.st.save(a.dir); err != nil {
+		a.st.Drained = old
+		return fmt.Errorf("node %s: %w", a.st.Name, err)
+	}
+	a.log.Info("drained flag set", "drained", drained)
+	return nil
+}
+
+// SetRole sets and persists the node's role.
+func (a *Agent) SetRole(role string) error {
+	if !ValidRole(role) {
+		return fmt.Errorf("%w: role %q: want primary, backup, traffic or management", ErrBadRequest, role)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.st.Role
+	a.st.Role = role
+	if err := a.st.save(a.dir); err != nil {
+		a.st.Role = old
+		return fmt.Errorf("node %s: %w", a.st.Name, err)
+	}
+	a.log.Info("role changed", "from", old, "to", role)
+	return nil
+}
+
+// Submit queues the install of the staged package d and returns its job.
+// It refuses at once, queueing nothing, a package that is not completely
+// staged (ErrNotStaged), whose entitlement does not verify, that is not
+// newer than what is installed (ErrAlreadyInstalled, ErrDowngrade) or whose
+// requires do not hold (ErrRequires) — judged on the installed versions as
+// they will be once the jobs already queued have succeeded. Submitting a
+// package that is already queued or running returns that job.
+func (a *Agent) Submit(d catalog.Digest) (Job, error) {
+	p, err := a.verifiedPackage(d)
+	if errors.Is(err, ErrNoEntitlement) {
+		if err := a.installedBefore(d); err != nil {
+			return Job{}, err
+		}
+		return Job{}, fmt.Errorf("%w: node %s has no package %s; stage it first (PUT /v1/staged/%s/entitlement, then the data)", ErrNotStaged, a.Name(), d.Short(), d)
+	}
+	if err != nil {
+		return Job{}, err
+	}
+	if n, err := a.blobs.Stat(d); err != nil || n != p.Size {
+		have := a.partialSize(d)
+		return Job{}, fmt.Errorf("%w: package %s is not completely staged on node %s (%d of %d bytes); finish the upload first", ErrNotStaged, p, a.Name(), have, p.Size)
+	}
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	projected := a.st.installedCopy()
+	for _, j := range a.st.Jobs {
+		if !j.active() {
+			continue
+		}
+		if j.Package.SHA256 == d {
+			return j, nil
+		}
+		projected[j.Package.Name] = j.Package.Version
+	}
+	if err := a.policyCheck(p, projected); err != nil {
+		return Job{}, err
+	}
+	if len(a.queue) == cap(a.queue) {
+		return Job{}, fmt.Errorf("%w: node %s has %d installs queued; wait for them", ErrBusy, a.st.Name, cap(a.queue))
+	}
+	id, err := newJobID()
+	if err != nil {
+		return Job{}, err
+	}
+	j := Job{ID: id, State: JobQueued, Package: JobPackage{SHA256: d, Name: p.Name, Version: p.Version}, Created: a.opts.now()}
+	a.st.Jobs = append(a.st.Jobs, j)
+	a.st.pruneJobs()
+	if err := a.st.save(a.dir); err != nil {
+		a.st.Jobs = a.st.Jobs[:len(a.st.Jobs)-1]
+		return Job{}, fmt.Errorf("node %s: %w", a.st.Name, err)
+	}
+	a.queue <- id // never blocks: capacity checked under a.mu, the only sender
+	a.log.Info("install queued", "job", id, "package", p.String())
+	return j, nil
+}
+
+// installedBefore returns ErrAlreadyInstalled if a job installed package d
+// and its version (or a newer one) is still installed: the node forgets an
+// installed package's staged file, so a retried install must still be told
+// that there is nothing to do.
+func (a *Agent) installedBefore(d catalog.Digest) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := len(a.st.Jobs) - 1; i >= 0; i-- {
+		j := a.st.Jobs[i]
+		if j.Package.SHA256 != d || j.State != JobSucceeded {
+			continue
+		}
+		if v, ok := a.st.Installed[j.Package.Name]; ok && v.Compare(j.Package.Version) >= 0 {
+			return fmt.Errorf("%w: node %s has %s %s; package %s@%s (%s) was installed by job %s", ErrAlreadyInstalled,
+				a.st.Name, j.Package.Name, v, j.Package.Name, j.Package.Version, d.Short(), j.ID)
+		}
+	}
+	return nil
+}
+
+// policyCheck refuses p unless it is newer than the installed version of
+// its component and its requires hold on installed. Called with a.mu held.
+func (a *Agent) policyCheck(p catalog.Package, installed map[string]catalog.Version) error {
+	if v, ok := installed[p.Name]; ok {
+		switch c := p.Version.Compare(v); {
+		case c == 0:
+			return fmt.Errorf("%w: node %s already has %s %s (package %s); nothing to do", ErrAlreadyInstalled, a.st.Name, p.Name, v, p)
+		case c < 0:
+			return fmt.Errorf("%w: node %s has %s %s, newer than package %s; a downgrade is never installed", ErrDowngrade, a.st.Name, p.Name, v, p)
+		}
+	}
+	var unmet []string
+	for _, c := range p.Requires {
+		if c.SatisfiedBy(installed) {
+			continue
+		}
+		have := "not installed"
+		if v, ok := installed[c.Name]; ok {
+			have = "has " + v.String()
+		}
+		unmet = append(unmet, fmt.Sprintf("%s (node %s)", c, have))
+	}
+	if len(unmet) > 0 {
+		return fmt.Errorf("%w: package %s needs %s on node %s; install those versions first", ErrRequires, p, strings.Join(unmet, ", "), a.st.Name)
+	}
+	return nil
+}
+
+func newJobID() (string, error) {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// Run runs the install worker until ctx is done: queued jobs are installed
+// one at a time, in order. A job running when ctx ends is cancelled (its
+// hooks killed) and rolled back; jobs still queued are marked failed. It
+// returns nil once stopped.
+func (a *Agent) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			a.failQueued("the node agent shut down before the install started; install again")
+			return nil
+		case id := <-a.queue:
+			a.runJob(ctx, id)
+		}
+	}
+}
+
+// failQueued marks every queued job failed.
+func (a *Agent) failQueued(why string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	changed := false
+	for i := range a.st.Jobs {
+		if j := &a.st.Jobs[i]; j.State == JobQueued {
+			j.State, j.Finished, j.Code, j.Error = JobFailed, a.opts.now(), "interrupted", fmt.Sprintf("%v: %s", ErrInterrupted, why)
+			changed = true
+		}
+	}
+	if changed {
+		if err := a.st.save(a.dir); err != nil {
+			a.log.Error("cannot record the queued jobs as failed", "err", err)
+		}
+	}
+}
+
+// runJob runs one job and records its outcome.
+func (a *Agent) runJob(ctx context.Context, id string) {
+	a.mu.Lock()
+	j := a.st.job(id)
+	if j == nil || j.State != JobQueued {
+		a.mu.Unlock()
+		return
+	}
+	j.State, j.Started = JobRunning, a.opts.now()
+	d := j.Package.SHA256
+	if err := a.st.save(a.dir); err != nil {
+		a.log.Error("cannot record the job as running", "job", id, "err", err)
+	}
+	a.mu.Unlock()
+
+	log := a.log.With("job", id, "sha256", d.Short())
+	log.Info("install started")
+	err := a.install(ctx, d, id, log)
+	if err == nil {
+		return
+	}
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%w: the node agent was stopped during the install; the previous release is current; install again", ErrInterrupted)
+	}
+	log.Error("install failed", "err", err)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if j := a.st.job(id); j != nil {
+		_, code := statusOf(err)
+		j.State, j.Finished, j.Error, j.Code = JobFailed, a.opts.now(), err.Error(), code
+		if serr := a.st.save(a.dir); serr != nil {
+			a.log.Error("cannot record the failed job", "job", id, "err", serr)
+		}
+	}
+}

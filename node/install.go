@@ -1,0 +1,395 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/airlock-project/airlock/atomicfile"
+	"github.com/airlock-project/airlock/catalog"
+)
+
+// Names inside D/releases/<name>/.
+const (
+	currentLink = "current"
+	tempPrefix  = ".tmp-"
+)
+
+// Hook names, in D/hooks/.
+const (
+	HookPreInstall  = "pre-install"
+	HookPostInstall = "post-install"
+)
+
+func (a *Agent) releasesDir() string { return filepath.Join(a.dir, "releases") }
+
+// install runs the install of staged package d for job id (see the package
+// documentation for the steps). On any error the previous release is
+// current, the installed version unchanged, and the new release removed.
+func (a *Agent) install(ctx context.Context, d catalog.Digest, id string, log *slog.Logger) (err error) {
+	p, err := a.verifiedPackage(d)
+	if err != nil {
+		return err
+	}
+	log = log.With("package", p.String())
+	a.mu.Lock()
+	installed := a.st.installedCopy()
+	err = a.policyCheck(p, installed)
+	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	prevVersion := installed[p.Name]
+
+	f, err := a.blobs.Open(d)
+	if err != nil {
+		return fmt.Errorf("%w: package %s is no longer staged on node %s (%v); stage it again", ErrNotStaged, p, a.Name(), err)
+	}
+	defer f.Close()
+
+	relRoot := filepath.Join(a.releasesDir(), p.Name)
+	if err := os.MkdirAll(relRoot, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(relRoot, tempPrefix+p.Version.String()+"-")
+	if err != nil {
+		return err
+	}
+	final := filepath.Join(relRoot, p.Version.String())
+	placed := false
+	defer func() {
+		if err == nil {
+			return
+		}
+		if rerr := os.RemoveAll(tmp); rerr != nil {
+			log.Error("cannot remove the temporary release", "dir", tmp, "err", rerr)
+		}
+		if placed {
+			if rerr := os.RemoveAll(final); rerr != nil {
+				log.Error("cannot remove the failed release", "dir", final, "err", rerr)
+			}
+		}
+	}()
+
+	kind, err := unpack(ctx, f, tmp, p, a.opts.limitsFor(p))
+	if errors.Is(err, ErrDigest) {
+		// Drop the damaged file so that the package can be uploaded again.
+		if rerr := a.blobs.Remove(d); rerr != nil {
+			log.Error("cannot remove the damaged staged file", "err", rerr)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	log.Info("package unpacked", "format", kind.String())
+	a.opts.crash(CrashAfterUnpack)
+
+	// A directory already at final is the leftover of a failed attempt:
+	// recovery and every failure remove releases newer than the installed
+	// version, and only the installed version's release is ever current.
+	if err := os.RemoveAll(final); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
+	placed = true
+	if err := atomicfile.SyncDir(relRoot); err != nil {
+		return err
+	}
+
+	if err := a.runHook(ctx, HookPreInstall, p, final, prevVersion, log); err != nil {
+		return err
+	}
+	a.opts.crash(CrashAfterPreInstall)
+
+	prevTarget, err := readCurrent(relRoot)
+	if err != nil {
+		return err
+	}
+	if err := switchCurrent(relRoot, p.Version.String()); err != nil {
+		return err
+	}
+	a.opts.crash(CrashAfterSwitch)
+	restore := func(cause error) error {
+		if rerr := switchCurrent(relRoot, prevTarget); rerr != nil {
+			return fmt.Errorf("%w; and switching current back to %q failed: %v (the agent repairs it when it restarts)", cause, prevTarget, rerr)
+		}
+		return cause
+	}
+
+	if err := a.runHook(ctx, HookPostInstall, p, final, prevVersion, log); err != nil {
+		return restore(err)
+	}
+	a.opts.crash(CrashBeforeCommit)
+
+	// The commit point: the new version and the job's success in one write.
+	a.mu.Lock()
+	old, had := a.st.Installed[p.Name]
+	a.st.Installed[p.Name] = p.Version
+	j := a.st.job(id)
+	var saved Job
+	if j != nil {
+		saved = *j
+		j.State, j.Finished, j.Error, j.Code = JobSucceeded, a.opts.now(), "", ""
+	}
+	if serr := a.st.save(a.dir); serr != nil {
+		if had {
+			a.st.Installed[p.Name] = old
+		} else {
+			delete(a.st.Installed, p.Name)
+		}
+		if j != nil {
+			*j = saved
+		}
+		a.mu.Unlock()
+		return restore(fmt.Errorf("node %s: record the install of %s: %w", a.st.Name, p, serr))
+	}
+	a.settling[id] = true
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.settling, id)
+		a.mu.Unlock()
+	}()
+	a.opts.crash(CrashAfterCommit)
+	log.Info("package installed", "previous", prevVersion.String())
+
+	// Housekeeping; the install has succeeded whatever happens here.
+	if err := pruneReleases(relRoot, p.Version.String(), prevTarget); err != nil {
+		log.Warn("cannot remove old releases", "err", err)
+	}
+	for _, old := range a.stagedNotNewer(p.Name, p.Version) {
+		if err := a.removeStaged(old); err != nil {
+			log.Warn("cannot remove a package no longer needed from the staging area", "sha256", old.String(), "err", err)
+		}
+	}
+	return nil
+}
+
+// readCurrent returns the target of relRoot/current, or "" if there is none.
+func readCurrent(relRoot string) (string, error) {
+	t, err := os.Readlink(filepath.Join(relRoot, currentLink))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", filepath.Join(relRoot, currentLink), err)
+	}
+	return t, nil
+}
+
+// switchCurrent points relRoot/current at target atomically: a symlink
+// made under a temporary name is renamed over current, and the directory is
+// synced. An empty target removes current.
+func switchCurrent(relRoot, target string) error {
+	cur := filepath.Join(relRoot, currentLink)
+	if target == "" {
+		if err := os.Remove(cur); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return atomicfile.SyncDir(relRoot)
+	}
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	tmp := filepath.Join(relRoot, tempPrefix+currentLink+"-"+hex.EncodeToString(b[:]))
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, cur); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return atomicfile.SyncDir(relRoot)
+}
+
+// pruneReleases removes the releases in relRoot other than keep and prev.
+func pruneReleases(relRoot, keep, prev string) error {
+	ents, err := os.ReadDir(relRoot)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if n == keep || n == prev || n == currentLink || strings.HasPrefix(n, tempPrefix) {
+			continue
+		}
+		if _, err := catalog.ParseVersion(n); err != nil || !e.IsDir() {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(relRoot, n)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recoverReleases makes D/releases agree with state.json, which is
+// authoritative (see the package documentation). It reports whether it
+// changed anything. It runs before the worker starts.
+func (a *Agent) recoverReleases() (bool, error) {
+	root := a.releasesDir()
+	comps, err := os.ReadDir(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	changed := false
+	for _, c := range comps {
+		name := c.Name()
+		if !c.IsDir() || catalog.ValidName(name) != nil {
+			a.log.Warn("unexpected entry in the releases directory left alone", "entry", name)
+			continue
+		}
+		relRoot := filepath.Join(root, name)
+		want, installed := a.st.Installed[name]
+		ents, err := os.ReadDir(relRoot)
+		if err != nil {
+			return changed, err
+		}
+		for _, e := range ents {
+			n := e.Name()
+			if strings.HasPrefix(n, tempPrefix) {
+				a.log.Info("removing an interrupted install's temporary files", "component", name, "entry", n)
+				if err := os.RemoveAll(filepath.Join(relRoot, n)); err != nil {
+					return changed, err
+				}
+				continue
+			}
+			v, err := catalog.ParseVersion(n)
+			if err != nil || !e.IsDir() {
+				continue
+			}
+			if !installed || v.Compare(want) > 0 || (v.Compare(want) == 0 && n != want.String()) {
+				a.log.Warn("removing a release that was never committed", "component", name, "version", n)
+				if err := os.RemoveAll(filepath.Join(relRoot, n)); err != nil {
+					return changed, err
+				}
+				changed = true
+			}
+		}
+		target := ""
+		if installed {
+			if fi, err := os.Stat(filepath.Join(relRoot, want.String())); err == nil && fi.IsDir() {
+				target = want.String()
+			}
+		}
+		cur, err := readCurrent(relRoot)
+		if err != nil {
+			return changed, err
+		}
+		if cur != target {
+			a.log.Warn("repairing current to match the installed version", "component", name, "current", cur, "installed", want.String(), "target", target)
+			if err := switchCurrent(relRoot, target); err != nil {
+				return changed, err
+			}
+			changed = true
+		}
+	}
+	return changed, nil
+}
+
+// runHook runs D/hooks/<hook> NAME VERSION RELEASE_DIR, if it exists, with
+// the release directory as working directory, the environment of the agent
+// plus AIRLOCK_* variables, and Options.HookTimeout. Its output is logged;
+// its last lines go into the error if it fails.
+func (a *Agent) runHook(ctx context.Context, hook string, p catalog.Package, relDir string, prev catalog.Version, log *slog.Logger) error {
+	path := filepath.Join(a.dir, "hooks", hook)
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s for package %s on node %s: %v", ErrHook, path, p, a.Name(), err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
+		return fmt.Errorf("%w: %s for package %s on node %s is not an executable file; make it executable (chmod +x) or remove it", ErrHook, path, p, a.Name())
+	}
+	hctx, cancel := context.WithTimeout(ctx, a.opts.HookTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(hctx, path, p.Name, p.Version.String(), relDir)
+	cmd.Dir = relDir
+	cmd.Env = append(cmd.Environ(),
+		"AIRLOCK_HOOK="+hook,
+		"AIRLOCK_NODE="+a.Name(),
+		"AIRLOCK_PACKAGE="+p.Name,
+		"AIRLOCK_VERSION="+p.Version.String(),
+		"AIRLOCK_KIND="+string(p.Kind),
+		"AIRLOCK_SHA256="+p.SHA256.String(),
+		"AIRLOCK_RELEASE_DIR="+relDir,
+		"AIRLOCK_PREVIOUS_VERSION="+prev.String(),
+	)
+	out := &tailBuffer{max: 4 << 10}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.WaitDelay = 5 * time.Second
+	ownProcessGroup(cmd)
+	start := time.Now()
+	err = cmd.Run()
+	log.Info("hook ran", "hook", hook, "duration", time.Since(start).Round(time.Millisecond), "output", out.String(), "err", err)
+	if err == nil {
+		return nil
+	}
+	why := err.Error()
+	if errors.Is(hctx.Err(), context.DeadlineExceeded) {
+		why = fmt.Sprintf("timed out after %s", a.opts.HookTimeout)
+	} else if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	msg := fmt.Sprintf("%v: %s for package %s on node %s: %s", ErrHook, path, p, a.Name(), why)
+	if s := strings.TrimSpace(out.String()); s != "" {
+		msg += "; output: " + s
+	}
+	return &hookError{msg: msg}
+}
+
+// hookError is a failed hook; it matches ErrHook.
+type hookError struct{ msg string }
+
+func (e *hookError) Error() string        { return e.msg }
+func (e *hookError) Is(target error) bool { return target == ErrHook }
+
+// tailBuffer keeps the last max bytes written to it. Safe for concurrent
+// use (a hook's stdout and stderr share it).
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+	cut bool
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+		t.cut = true
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cut {
+		return "…" + string(t.b)
+	}
+	return string(t.b)
+}
