@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/airlock-project/airlock/fault"
+	"github.com/airlock-project/airlock/verify"
 )
 
 // Errors of the node agent. Test with errors.Is; the errors actually
@@ -32,7 +33,7 @@ var (
 
 	// ErrNotEntitled: a verified entitlement does not list the package
 	// (verification class, 422).
-	ErrNotEntitled = fault.Verification("package not listed in the entitlement")
+	ErrNotEntitled = verify.ErrNotEntitled
 	// ErrDigest: package data whose SHA-256 or size differs from the signed
 	// metadata (verification class, 422).
 	ErrDigest = fault.Verification("package digest mismatch")

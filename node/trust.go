@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,13 +8,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/airlock-project/airlock/atomicfile"
 	"github.com/airlock-project/airlock/catalog"
 	"github.com/airlock-project/airlock/keys"
+	"github.com/airlock-project/airlock/verify"
 )
 
 // TrustOptions are the parameters of RunTrust.
@@ -88,46 +87,7 @@ func loadTrust(dir string) (*keys.TrustStore, error) {
 	return ts, nil
 }
 
-// EntitledPackage verifies an armored, vendor-signed entitlement with the
-// trusted vendor keys and returns the metadata of the package whose SHA-256
-// is d, with the vendor signature that covers it.
-//
-// The signature is checked under keys' policy at now (trusted signer with the
-// vendor role, key neither expired nor revoked, signature not from the
-// future beyond the default skew). The entitlement's own issue/expiry window
-// is deliberately not applied: an entitlement expires with its download key,
-// days before a maintenance window, while the package metadata it carries
-// stays the vendor's word. The payload is decoded strictly
-// (catalog.DecodeEntitlement). An entitlement that does not list d is an
-// error matching ErrNotEntitled.
-//
-// This check belongs in package verify, beside VerifyEntitlement; it lives
-// here until it moves.
+// EntitledPackage is verify.EntitledPackage at the given time.
 func EntitledPackage(armored []byte, trust *keys.TrustStore, d catalog.Digest, now time.Time) (catalog.Package, keys.Signature, error) {
-	payload, sig, err := trust.VerifyMessage(keys.RoleVendor, bytes.NewReader(armored), keys.Policy{Now: now, MaxArmored: catalog.MaxDocumentSize})
-	if err != nil {
-		return catalog.Package{}, keys.Signature{}, fmt.Errorf("entitlement for package %s: %w", d.Short(), err)
-	}
-	ent, err := catalog.DecodeEntitlement(payload)
-	if err != nil {
-		return catalog.Package{}, keys.Signature{}, fmt.Errorf("entitlement for package %s, signed by %s: %w", d.Short(), sig.Signer, err)
-	}
-	for _, p := range ent.Packages {
-		if p.SHA256 == d {
-			return p, sig, nil
-		}
-	}
-	names := make([]string, 0, len(ent.Packages))
-	for _, p := range ent.Packages {
-		names = append(names, p.String())
-	}
-	sort.Strings(names)
-	if len(names) == 0 {
-		names = []string{"no packages"}
-	}
-	if len(names) > 10 {
-		names = append(names[:10], "…")
-	}
-	return catalog.Package{}, keys.Signature{}, fmt.Errorf("%w: the entitlement for site %s key %s lists %s, not %s; upload the entitlement that came with this package",
-		ErrNotEntitled, ent.Site, ent.KeyID, strings.Join(names, ", "), d)
+	return verify.EntitledPackage(armored, trust, d, verify.Policy{Now: now})
 }

@@ -75,6 +75,16 @@ func (c countReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// CheckVolume forwards to the wrapped reader, so that a split bundle's
+// reader can still name a damaged volume through the progress wrapper (see
+// bundle.VolumeChecker).
+func (c countReader) CheckVolume() error {
+	if vc, ok := c.r.(interface{ CheckVolume() error }); ok {
+		return vc.CheckVolume()
+	}
+	return nil
+}
+
 // Lines returns a Reporter that writes plain lines to w: one when a task
 // starts, one at most every interval while it runs, one when it ends. It is
 // meant for logs and pipes, where bars would be noise.

@@ -44,3 +44,22 @@ func TestBarsDoNotBlock(t *testing.T) {
 	task.Done(nil)
 	r.Wait()
 }
+
+type volumeSource struct {
+	io.Reader
+	checked bool
+}
+
+func (v *volumeSource) CheckVolume() error { v.checked = true; return errors.New("NAME.002 is damaged") }
+
+func TestReaderForwardsCheckVolume(t *testing.T) {
+	src := &volumeSource{Reader: strings.NewReader("x")}
+	r := Reader(src, Discard.Start("b", 1))
+	vc, ok := r.(interface{ CheckVolume() error })
+	if !ok {
+		t.Fatal("progress reader hides CheckVolume")
+	}
+	if err := vc.CheckVolume(); err == nil || !src.checked {
+		t.Fatalf("CheckVolume not forwarded: %v", err)
+	}
+}

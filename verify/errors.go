@@ -13,6 +13,8 @@ var (
 	// ErrKeyMismatch: an entitlement does not answer the download key it is
 	// presented with.
 	ErrKeyMismatch = fault.Verification("entitlement does not answer this download key")
+	// ErrNotEntitled: a verified entitlement does not list the package.
+	ErrNotEntitled = fault.Verification("package not listed in the entitlement")
 )
 
 // Policy-class errors: the input verified but must not be accepted here, now.

@@ -19,6 +19,8 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/airlock-project/airlock/bundle"
@@ -113,6 +115,47 @@ func openEntitlement(armored []byte, trust *keys.TrustStore, pol Policy) (*Entit
 		return nil, err
 	}
 	return &Entitlement{Entitlement: ent, Signature: sig}, nil
+}
+
+// EntitledPackage verifies an armored, vendor-signed entitlement with the
+// trusted vendor keys and returns the metadata of the package whose SHA-256
+// is d, with the vendor signature that covers it.
+//
+// The signature is checked under keys' policy at pol.Now (trusted signer with the
+// vendor role, key neither expired nor revoked, signature not from the
+// future beyond the default skew). The entitlement's own issue/expiry window
+// is deliberately not applied: an entitlement expires with its download key,
+// days before a maintenance window, while the package metadata it carries
+// stays the vendor's word. The payload is decoded strictly
+// (catalog.DecodeEntitlement). An entitlement that does not list d is an
+// error matching ErrNotEntitled.
+func EntitledPackage(armored []byte, trust *keys.TrustStore, d catalog.Digest, pol Policy) (catalog.Package, keys.Signature, error) {
+	payload, sig, err := trust.VerifyMessage(keys.RoleVendor, bytes.NewReader(armored), keys.Policy{Now: pol.now(), Skew: pol.skew(), MaxArmored: catalog.MaxDocumentSize})
+	if err != nil {
+		return catalog.Package{}, keys.Signature{}, fmt.Errorf("entitlement for package %s: %w", d.Short(), err)
+	}
+	ent, err := catalog.DecodeEntitlement(payload)
+	if err != nil {
+		return catalog.Package{}, keys.Signature{}, fmt.Errorf("entitlement for package %s, signed by %s: %w", d.Short(), sig.Signer, err)
+	}
+	for _, p := range ent.Packages {
+		if p.SHA256 == d {
+			return p, sig, nil
+		}
+	}
+	names := make([]string, 0, len(ent.Packages))
+	for _, p := range ent.Packages {
+		names = append(names, p.String())
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		names = []string{"no packages"}
+	}
+	if len(names) > 10 {
+		names = append(names[:10], "…")
+	}
+	return catalog.Package{}, keys.Signature{}, fmt.Errorf("%w: the entitlement for site %s key %s lists %s, not %s; upload the entitlement that came with this package",
+		ErrNotEntitled, ent.Site, ent.KeyID, strings.Join(names, ", "), d)
 }
 
 // DownloadKey is a verified download key with the site's signature.
@@ -255,27 +298,19 @@ func consistent(m bundle.Manifest, e *Entitlement) error {
 		return fmt.Errorf("bundle %s: %w: manifest is for site %q key %s, entitlement for site %q key %s",
 			m.ID, ErrInconsistent, m.Site, m.KeyID, e.Site, e.KeyID)
 	}
-	entitled := make(map[catalog.Digest][]byte, len(e.Packages))
+	entitled := make(map[catalog.Digest]catalog.Package, len(e.Packages))
 	for _, p := range e.Packages {
-		b, err := catalog.EncodeCanonical(p)
-		if err != nil {
-			return fmt.Errorf("bundle %s: entitlement package %s: %w", m.ID, p, err)
-		}
-		entitled[p.SHA256] = b
+		entitled[p.SHA256] = p
 	}
 	if len(m.Packages) != len(entitled) {
 		return fmt.Errorf("bundle %s: %w: manifest lists %d packages, the entitlement %d", m.ID, ErrInconsistent, len(m.Packages), len(entitled))
 	}
 	for _, p := range m.Packages {
-		b, err := catalog.EncodeCanonical(p)
-		if err != nil {
-			return fmt.Errorf("bundle %s: manifest package %s: %w", m.ID, p, err)
-		}
 		want, ok := entitled[p.SHA256]
 		if !ok {
 			return fmt.Errorf("bundle %s: %w: package %s is not in the vendor's entitlement", m.ID, ErrInconsistent, p)
 		}
-		if !bytes.Equal(b, want) {
+		if !p.Equal(want) {
 			return fmt.Errorf("bundle %s: %w: package %s metadata differs from the vendor's entitlement", m.ID, ErrInconsistent, p)
 		}
 		delete(entitled, p.SHA256)
