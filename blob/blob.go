@@ -87,85 +87,87 @@ func (s *Store) Remove(d catalog.Digest) error {
 type Pending struct {
 	Digest catalog.Digest
 	Size   int64
-	f      *atomicfile.File
+	s      *Store
+	tmp    string // "" once committed or aborted
 }
 
-// Commit publishes the blob under its digest. If an identical blob is
-// already there, the temporary file is dropped instead.
+// Commit publishes the blob under its digest: the blob's directory is made,
+// the temporary file is linked into place (never replacing an existing
+// blob: same digest, same content) and removed, and the directories are
+// synced. A crash between link and remove leaves only a temporary file.
 func (p *Pending) Commit() error {
-	if err := p.f.Commit(); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil // same digest, same content: already published
-		}
+	if p.tmp == "" {
+		return errors.New("blob: commit after commit or abort")
+	}
+	tmp := p.tmp
+	p.tmp = ""
+	defer os.Remove(tmp)
+	dst := p.s.Path(p.Digest)
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("publish blob %s: %w", p.Digest.Short(), err)
+	}
+	if err := os.Link(tmp, dst); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("publish blob %s: %w", p.Digest.Short(), err)
+	}
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return err
 	}
-	return nil
+	return atomicfile.SyncDir(p.s.root)
 }
 
 // Abort discards the temporary file. Safe after Commit.
-func (p *Pending) Abort() error { return p.f.Abort() }
+func (p *Pending) Abort() error {
+	if p.tmp == "" {
+		return nil
+	}
+	err := os.Remove(p.tmp)
+	p.tmp = ""
+	return err
+}
 
 // Ingest streams r into a temporary file while hashing it. If want is not
 // the zero digest the content must hash to it, and if size >= 0 it must be
 // exactly that long (a longer stream is cut at size+1 bytes and refused).
 // The result is synced but invisible until Commit; on error nothing remains.
+// The data is read and written once, whether or not want is known.
 func (s *Store) Ingest(ctx context.Context, r io.Reader, want catalog.Digest, size int64) (*Pending, error) {
-	dir := s.root
-	name := "ingest"
-	if !want.IsZero() {
-		dir = filepath.Join(s.root, want.String()[:2])
-		name = want.String()
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	f, err := atomicfile.Create(filepath.Join(dir, name), 0o444)
+	f, err := os.CreateTemp(s.root, atomicfile.TempPrefix+"ingest-*")
 	if err != nil {
 		return nil, err
 	}
-	f.NoReplace()
+	fail := func(err error) (*Pending, error) {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	if err := f.Chmod(0o444); err != nil {
+		return fail(err)
+	}
 	h := sha256.New()
 	src := r
 	if size >= 0 {
 		src = io.LimitReader(r, size+1)
 	}
 	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, src})
-	if err == nil && size >= 0 && n != size {
-		err = fmt.Errorf("%w: got %d bytes, want %d", ErrSize, n, size)
+	if err != nil {
+		return fail(err)
+	}
+	if size >= 0 && n != size {
+		return fail(fmt.Errorf("%w: got %d bytes, want %d", ErrSize, n, size))
 	}
 	got := catalog.SumOf(h)
-	if err == nil && !want.IsZero() && got != want {
-		err = fmt.Errorf("%w: content hashes to %s, want %s", ErrDigest, got.Short(), want.Short())
+	if !want.IsZero() && got != want {
+		return fail(fmt.Errorf("%w: content hashes to %s, want %s", ErrDigest, got.Short(), want.Short()))
 	}
-	if err != nil {
-		f.Abort()
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
 		return nil, err
 	}
-	if want.IsZero() {
-		// The name was unknown until now; restart the publication under the
-		// real digest. The temporary file stays where it is (same file system).
-		dst := s.Path(got)
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			f.Abort()
-			return nil, err
-		}
-		nf, err := atomicfile.Create(dst, 0o444)
-		if err != nil {
-			f.Abort()
-			return nil, err
-		}
-		nf.NoReplace()
-		if _, err := f.Seek(0, io.SeekStart); err == nil {
-			_, err = io.Copy(nf, f)
-		}
-		f.Abort()
-		if err != nil {
-			nf.Abort()
-			return nil, err
-		}
-		f = nf
-	}
-	return &Pending{Digest: got, Size: n, f: f}, nil
+	return &Pending{Digest: got, Size: n, s: s, tmp: f.Name()}, nil
 }
 
 // Put ingests r and commits it at once (see Ingest).

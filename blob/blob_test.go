@@ -76,6 +76,9 @@ func TestIngestRefusesMismatch(t *testing.T) {
 		}
 	}
 	assertOnly(t, s)
+	if ents, _ := os.ReadDir(s.root); len(ents) != 0 {
+		t.Errorf("refused ingests left %d entries (e.g. %s) in the store", len(ents), ents[0].Name())
+	}
 	if n, err := s.Clean(); err != nil || n != 0 {
 		t.Errorf("Clean after refusals removed %d, %v", n, err)
 	}

@@ -102,7 +102,8 @@ func Need(c *cli.Context, names ...string) error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%w: %s needs %s (see '%s --help')", fault.ErrUsage, c.Command.FullName(), strings.Join(missing, ", "), c.Command.FullName())
+		name := CommandPath(c)
+		return fmt.Errorf("%w: %s needs %s (see '%s --help')", fault.ErrUsage, name, strings.Join(missing, ", "), name)
 	}
 	return nil
 }
@@ -112,7 +113,8 @@ func Need(c *cli.Context, names ...string) error {
 func Args(c *cli.Context, min, max int, what string) ([]string, error) {
 	a := c.Args().Slice()
 	if len(a) < min || (max >= 0 && len(a) > max) {
-		return nil, fmt.Errorf("%w: %s takes %s (see '%s --help')", fault.ErrUsage, c.Command.FullName(), what, c.Command.FullName())
+		name := CommandPath(c)
+		return nil, fmt.Errorf("%w: %s takes %s (see '%s --help')", fault.ErrUsage, name, what, name)
 	}
 	return a, nil
 }
@@ -141,4 +143,20 @@ func Progress(c *cli.Context) progress.Reporter {
 // command may ask for confirmation.
 func Interactive() bool {
 	return term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stderr.Fd()))
+}
+
+// CommandPath returns the program and command names of c, such as
+// "airlock-server site add", for messages.
+func CommandPath(c *cli.Context) string {
+	var names []string
+	for _, l := range c.Lineage() {
+		if l.Command != nil && l.Command.Name != "" {
+			names = append([]string{l.Command.Name}, names...)
+		}
+	}
+	// The root context's Command is the app's own; avoid doubling it.
+	if len(names) == 0 || names[0] != c.App.Name {
+		names = append([]string{c.App.Name}, names...)
+	}
+	return strings.Join(names, " ")
 }

@@ -1,0 +1,64 @@
+package cliapp
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/airlock-project/airlock/fault"
+)
+
+func testApp(action cli.ActionFunc) *cli.App {
+	return &cli.App{Name: "prog", Commands: []*cli.Command{{
+		Name: "site",
+		Subcommands: []*cli.Command{{
+			Name:   "add",
+			Flags:  []cli.Flag{&cli.StringFlag{Name: "key"}},
+			Action: action,
+		}},
+	}}}
+}
+
+func TestExitCodesAndMessages(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int
+		msg  string
+	}{
+		{[]string{"prog", "site", "add", "--key", "k"}, fault.ExitOK, ""},
+		{[]string{"prog", "site", "add"}, fault.ExitUsage, "prog site add needs --key (see 'prog site add --help')"},
+		{[]string{"prog", "site", "add", "--bogus"}, fault.ExitUsage, "flag provided but not defined"},
+		{[]string{"prog", "nosuch"}, fault.ExitUsage, `no command "nosuch"`},
+	} {
+		var stderr bytes.Buffer
+		app := testApp(func(c *cli.Context) error { return Need(c, "key") })
+		app.ErrWriter = &stderr
+		app.Writer = &bytes.Buffer{}
+		got := Run(context.Background(), app, tc.args, &stderr)
+		if got != tc.want {
+			t.Errorf("%v: exit %d, want %d (%s)", tc.args, got, tc.want, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), tc.msg) {
+			t.Errorf("%v: stderr %q lacks %q", tc.args, stderr.String(), tc.msg)
+		}
+	}
+}
+
+func TestErrorClassesMapToExitCodes(t *testing.T) {
+	for err, want := range map[error]int{
+		fault.Verification("bad signature"): fault.ExitVerification,
+		fault.Policy("replay"):              fault.ExitPolicy,
+	} {
+		app := testApp(func(*cli.Context) error { return err })
+		var stderr bytes.Buffer
+		if got := Run(context.Background(), app, []string{"prog", "site", "add"}, &stderr); got != want {
+			t.Errorf("%v: exit %d, want %d", err, got, want)
+		}
+		if !strings.HasPrefix(stderr.String(), "prog: ") {
+			t.Errorf("message %q not prefixed by the program name", stderr.String())
+		}
+	}
+}
