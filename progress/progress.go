@@ -185,16 +185,24 @@ func (b *bars) Start(name string, total int64) Task {
 		),
 		mpb.BarRemoveOnComplete(),
 	)
-	return &barTask{bar: bar, start: time.Now(), total: total}
+	return &barTask{bar: bar, last: time.Now(), total: total}
 }
 
 type barTask struct {
 	bar   *mpb.Bar
-	start time.Time
 	total int64
+	mu    sync.Mutex
+	last  time.Time // of the previous increment: the EWMA wants per-increment durations
 }
 
-func (t *barTask) Add(n int64) { t.bar.EwmaIncrInt64(n, time.Since(t.start)/1) }
+func (t *barTask) Add(n int64) {
+	t.mu.Lock()
+	now := time.Now()
+	d := now.Sub(t.last)
+	t.last = now
+	t.mu.Unlock()
+	t.bar.EwmaIncrInt64(n, d)
+}
 
 func (t *barTask) SetCurrent(n int64) { t.bar.SetCurrent(n) }
 

@@ -109,9 +109,14 @@ func Need(c *cli.Context, names ...string) error {
 }
 
 // Args returns the positional arguments, or a usage error if their number
-// is outside [min, max] (max < 0: no upper bound).
+// is outside [min, max] (max < 0: no upper bound). Flags that follow a
+// positional argument ("verify BUNDLE --json") are applied, which urfave/cli
+// v2 alone does not do.
 func Args(c *cli.Context, min, max int, what string) ([]string, error) {
-	a := c.Args().Slice()
+	a, err := flagsAfterArgs(c)
+	if err != nil {
+		return nil, err
+	}
 	if len(a) < min || (max >= 0 && len(a) > max) {
 		name := CommandPath(c)
 		return nil, fmt.Errorf("%w: %s takes %s (see '%s --help')", fault.ErrUsage, name, what, name)
@@ -159,4 +164,48 @@ func CommandPath(c *cli.Context) string {
 		names = append([]string{c.App.Name}, names...)
 	}
 	return strings.Join(names, " ")
+}
+
+// flagsAfterArgs applies the flags that follow a positional argument
+// ("inspect PATH --json"), which urfave/cli v2 leaves among the arguments,
+// and returns the positional arguments. "--" ends the flags.
+func flagsAfterArgs(c *cli.Context) ([]string, error) {
+	args := c.Args().Slice()
+	known := map[string]bool{} // name -> takes a value
+	for _, f := range c.Command.Flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, n := range f.Names() {
+			known[n] = !isBool
+		}
+	}
+	var pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			pos = append(pos, a)
+			continue
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		takesValue, ok := known[name]
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("%w: %s: flag provided but not defined: %s (see '%s --help')", fault.ErrUsage, CommandPath(c), a, CommandPath(c))
+		case !takesValue && !hasVal:
+			val = "true"
+		case takesValue && !hasVal:
+			if i+1 == len(args) {
+				return nil, fmt.Errorf("%w: %s: flag needs an argument: %s (see '%s --help')", fault.ErrUsage, CommandPath(c), a, CommandPath(c))
+			}
+			i++
+			val = args[i]
+		}
+		if err := c.Set(name, val); err != nil {
+			return nil, fmt.Errorf("%w: %s: %s: %v", fault.ErrUsage, CommandPath(c), a, err)
+		}
+	}
+	return pos, nil
 }

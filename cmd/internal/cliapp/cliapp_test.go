@@ -62,3 +62,32 @@ func TestErrorClassesMapToExitCodes(t *testing.T) {
 		}
 	}
 }
+
+func TestFlagsAfterArgs(t *testing.T) {
+	var got []string
+	var asJSON bool
+	var level string
+	app := &cli.App{Name: "prog", Commands: []*cli.Command{{
+		Name:  "inspect",
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "json"}, &cli.StringFlag{Name: "level"}},
+		Action: func(c *cli.Context) error {
+			var err error
+			got, err = Args(c, 1, 1, "one PATH")
+			asJSON, level = c.Bool("json"), c.String("level")
+			return err
+		},
+	}}}
+	var stderr bytes.Buffer
+	if code := Run(context.Background(), app, []string{"prog", "inspect", "b.airlock", "--json", "--level", "9"}, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if len(got) != 1 || got[0] != "b.airlock" || !asJSON || level != "9" {
+		t.Fatalf("args %v json %v level %q", got, asJSON, level)
+	}
+	if code := Run(context.Background(), app, []string{"prog", "inspect", "b.airlock", "--nope"}, &stderr); code != fault.ExitUsage {
+		t.Fatalf("unknown trailing flag: exit %d", code)
+	}
+	if code := Run(context.Background(), app, []string{"prog", "inspect", "a", "b"}, &stderr); code != fault.ExitUsage {
+		t.Fatalf("two paths: exit %d", code)
+	}
+}
