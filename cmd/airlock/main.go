@@ -11,9 +11,15 @@ import (
 
 func main() { cliapp.Main(newApp()) }
 
+// newApp builds the command line afresh (flags carry state between runs,
+// so tests that run it twice get a new one each time). Each group of
+// commands lives in its own file and returns its commands.
 func newApp() *cli.App {
+	var cmds []*cli.Command
+	cmds = append(cmds, repoCommands()...)
 	return &cli.App{
-		Name:  "airlock",
-		Usage: "verify, store and roll out vendor updates on the restricted side",
+		Name:     "airlock",
+		Usage:    "verify, store and roll out vendor updates on the restricted side",
+		Commands: cmds,
 	}
 }

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"io"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/airlock-project/airlock/cmd/internal/cliapp"
+	"github.com/airlock-project/airlock/repo"
+)
+
+// repoCommands are the commands on the repository: init, trust, key,
+// verify, import, list, bundles, audit, check.
+func repoCommands() []*cli.Command {
+	return []*cli.Command{
+		{
+			Name:      "init",
+			Usage:     "create the repository and its site key",
+			ArgsUsage: " ",
+			Description: "Creates the repository (--repo, AIRLOCK_REPO, default ./airlock-repo): the database, the blob\n" +
+				"store and a new site key. REPO/site.pub.asc is the public half to register at the vendor.",
+			Flags: flags(repoFlags(), []cli.Flag{
+				&cli.StringFlag{Name: "site", Usage: "the site `NAME` registered at the vendor (a-z, 0-9, '-', '_', '.')"},
+				cliapp.JSONFlag,
+			}),
+			Action: func(c *cli.Context) error {
+				if _, err := positional(c, 0, 0, "no arguments"); err != nil {
+					return err
+				}
+				if err := need(c, "site"); err != nil {
+					return err
+				}
+				return repo.RunInit(c.Context, repo.InitCmd{Options: repoOptions(c), Site: c.String("site"), JSON: c.Bool("json")},
+					c.App.Writer, c.App.ErrWriter)
+			},
+		},
+		{
+			Name:  "trust",
+			Usage: "manage the vendor and courier keys the repository trusts",
+			Subcommands: []*cli.Command{
+				{
+					Name:      "add",
+					Usage:     "trust a vendor or courier public key",
+					ArgsUsage: "FILE",
+					Flags: flags(repoFlags(), []cli.Flag{
+						&cli.StringFlag{Name: "role", Usage: "`ROLE` of the key: vendor or courier"},
+					}),
+					Action: func(c *cli.Context) error {
+						args, err := positional(c, 1, 1, "one public key FILE")
+						if err != nil {
+							return err
+						}
+						if err := need(c, "role"); err != nil {
+							return err
+						}
+						return repo.RunTrustAdd(c.Context, repo.TrustAddCmd{Options: repoOptions(c), Role: c.String("role"), File: args[0]},
+							c.App.Writer, c.App.ErrWriter)
+					},
+				},
+				{
+					Name:      "list",
+					Usage:     "list the trusted keys",
+					ArgsUsage: " ",
+					Flags:     flags(repoFlags(), []cli.Flag{cliapp.JSONFlag}),
+					Action: func(c *cli.Context) error {
+						if _, err := positional(c, 0, 0, "no arguments"); err != nil {
+							return err
+						}
+						return repo.RunTrustList(c.Context, repo.TrustListCmd{Options: repoOptions(c), JSON: c.Bool("json")},
+							c.App.Writer, c.App.ErrWriter)
+					},
+				},
+				{
+					Name:      "remove",
+					Usage:     "stop trusting a key",
+					ArgsUsage: "FINGERPRINT",
+					Flags:     repoFlags(),
+					Action: func(c *cli.Context) error {
+						args, err := positional(c, 1, 1, "one key FINGERPRINT")
+						if err != nil {
+							return err
+						}
+						return repo.RunTrustRemove(c.Context, repo.TrustRemoveCmd{Options: repoOptions(c), Fingerprint: args[0]},
+							c.App.Writer, c.App.ErrWriter)
+					},
+				},
+			},
+		},
+		{
+			Name:  "key",
+			Usage: "make and manage download keys",
+			Subcommands: []*cli.Command{
+				{
+					Name:      "new",
+					Usage:     "write a new site-signed download key",
+					ArgsUsage: " ",
+					Flags: flags(repoFlags(), []cli.Flag{
+						&cli.StringFlag{Name: "out", Usage: "write the download key to `FILE` (must not exist)"},
+						&cli.DurationFlag{Name: "expires", Usage: "how long the key stays valid", Value: repo.DefaultKeyExpiry},
+						&cli.StringFlag{Name: "inventory", Usage: "cluster inventory `FILE`: {\"nodes\":[{\"name\":\"n1\",\"installed\":{\"base\":\"3.3.2\"}}]}"},
+						cliapp.JSONFlag,
+					}),
+					Action: func(c *cli.Context) error {
+						if _, err := positional(c, 0, 0, "no arguments"); err != nil {
+							return err
+						}
+						if err := need(c, "out"); err != nil {
+							return err
+						}
+						return repo.RunKeyNew(c.Context, repo.KeyNewCmd{
+							Options: repoOptions(c), Out: c.String("out"), Expires: c.Duration("expires"),
+							Inventory: c.String("inventory"), JSON: c.Bool("json"),
+						}, c.App.Writer, c.App.ErrWriter)
+					},
+				},
+				{
+					Name:      "list",
+					Usage:     "list the download keys and their states",
+					ArgsUsage: " ",
+					Flags:     flags(repoFlags(), []cli.Flag{cliapp.JSONFlag}),
+					Action: func(c *cli.Context) error {
+						if _, err := positional(c, 0, 0, "no arguments"); err != nil {
+							return err
+						}
+						return repo.RunKeyList(c.Context, repo.KeyListCmd{Options: repoOptions(c), JSON: c.Bool("json")},
+							c.App.Writer, c.App.ErrWriter)
+					},
+				},
+				{
+					Name:      "revoke",
+					Usage:     "revoke an outstanding download key",
+					ArgsUsage: "ID",
+					Flags:     repoFlags(),
+					Action: func(c *cli.Context) error {
+						args, err := positional(c, 1, 1, "one download key ID")
+						if err != nil {
+							return err
+						}
+						return repo.RunKeyRevoke(c.Context, repo.KeyRevokeCmd{Options: repoOptions(c), ID: args[0]},
+							c.App.Writer, c.App.ErrWriter)
+					},
+				},
+			},
+		},
+		{
+			Name:      "verify",
+			Usage:     "check a bundle as import would, changing nothing",
+			ArgsUsage: "BUNDLE",
+			Flags: flags(repoFlags(), []cli.Flag{
+				&cli.BoolFlag{Name: "allow-downgrade", Usage: "accept packages older than those already present"},
+				cliapp.JSONFlag, cliapp.NoProgressFlag,
+			}),
+			Action: func(c *cli.Context) error { return bundleAction(c, repo.RunVerify) },
+		},
+		{
+			Name:      "import",
+			Usage:     "verify a bundle and store its packages",
+			ArgsUsage: "BUNDLE",
+			Description: "BUNDLE is the bundle file or its first volume NAME.001. The whole bundle is imported, or\n" +
+				"nothing: a refused bundle leaves the repository unchanged.",
+			Flags: flags(repoFlags(), []cli.Flag{
+				&cli.BoolFlag{Name: "allow-downgrade", Usage: "accept packages older than those already present"},
+				cliapp.JSONFlag, cliapp.NoProgressFlag,
+			}),
+			Action: func(c *cli.Context) error { return bundleAction(c, repo.RunImport) },
+		},
+		{
+			Name:      "list",
+			Usage:     "list the stored packages",
+			ArgsUsage: " ",
+			Flags:     flags(repoFlags(), []cli.Flag{cliapp.JSONFlag}),
+			Action:    func(c *cli.Context) error { return listAction(c, repo.RunList) },
+		},
+		{
+			Name:      "bundles",
+			Usage:     "list the imported bundles",
+			ArgsUsage: " ",
+			Flags:     flags(repoFlags(), []cli.Flag{cliapp.JSONFlag}),
+			Action:    func(c *cli.Context) error { return listAction(c, repo.RunBundles) },
+		},
+		{
+			Name:      "audit",
+			Usage:     "show the audit log, or verify its hash chain",
+			ArgsUsage: " ",
+			Flags: flags(repoFlags(), []cli.Flag{
+				&cli.BoolFlag{Name: "verify", Usage: "verify the hash chain instead of listing"},
+				cliapp.JSONFlag,
+			}),
+			Action: func(c *cli.Context) error {
+				if _, err := positional(c, 0, 0, "no arguments"); err != nil {
+					return err
+				}
+				return repo.RunAudit(c.Context, repo.AuditCmd{Options: repoOptions(c), Verify: c.Bool("verify"), JSON: c.Bool("json")},
+					c.App.Writer, c.App.ErrWriter)
+			},
+		},
+		{
+			Name:        "check",
+			Usage:       "verify every blob, the metadata and the audit chain",
+			ArgsUsage:   " ",
+			Description: "Exits 3 naming each problem found. --repair first removes what interrupted imports left behind.",
+			Flags: flags(repoFlags(), []cli.Flag{
+				&cli.BoolFlag{Name: "repair", Usage: "remove temporary files and unreferenced blobs first"},
+				cliapp.JSONFlag, cliapp.NoProgressFlag,
+			}),
+			Action: func(c *cli.Context) error {
+				if _, err := positional(c, 0, 0, "no arguments"); err != nil {
+					return err
+				}
+				return repo.RunCheck(c.Context, repo.CheckCmd{
+					Options: repoOptions(c), CheckOptions: repo.CheckOptions{Progress: cliapp.Progress(c)},
+					Repair: c.Bool("repair"), JSON: c.Bool("json"),
+				}, c.App.Writer, c.App.ErrWriter)
+			},
+		},
+	}
+}
+
+// bundleAction runs verify or import.
+func bundleAction(c *cli.Context, run func(ctx context.Context, cmd repo.ImportCmd, stdout, stderr io.Writer) error) error {
+	args, err := positional(c, 1, 1, "one BUNDLE (a bundle file or its first volume NAME.001)")
+	if err != nil {
+		return err
+	}
+	hook, err := testHook()
+	if err != nil {
+		return err
+	}
+	return run(c.Context, repo.ImportCmd{
+		Options: repoOptions(c),
+		ImportOptions: repo.ImportOptions{
+			AllowDowngrade: c.Bool("allow-downgrade"),
+			Progress:       cliapp.Progress(c),
+			Hook:           hook,
+		},
+		Bundle: args[0],
+		JSON:   c.Bool("json"),
+	}, c.App.Writer, c.App.ErrWriter)
+}
+
+// listAction runs list or bundles.
+func listAction(c *cli.Context, run func(ctx context.Context, cmd repo.ListCmd, stdout, stderr io.Writer) error) error {
+	if _, err := positional(c, 0, 0, "no arguments"); err != nil {
+		return err
+	}
+	return run(c.Context, repo.ListCmd{Options: repoOptions(c), JSON: c.Bool("json")}, c.App.Writer, c.App.ErrWriter)
+}

@@ -1,0 +1,105 @@
+// Package repo is the restricted side's repository: the download keys it
+// issues, the vendor and courier keys it trusts, and the bundles, packages
+// and audit log it keeps, in one directory.
+//
+// # Directory
+//
+//	REPO/airlock.db              bbolt database (layout below)
+//	REPO/airlock.lock            who holds the write lock: pid, command, since (informative only)
+//	REPO/blobs/sha256/xx/<hex>   package files, content-addressed (package blob)
+//	REPO/site.key                the site's private OpenPGP key, mode 0600, not passphrase-protected
+//	REPO/site.pub.asc            its public half, to register at the vendor (airlock-server site add)
+//
+// The repository exists once airlock.db exists: Init writes the keys first
+// and publishes the database last (built under a temporary name, renamed into
+// place), so an interrupted init leaves no half-made repository behind.
+//
+// # Database layout, schema version 1
+//
+// Every value is a JSON object (encoding/json, times in RFC 3339 UTC) unless
+// said otherwise. Buckets are all top-level:
+//
+//	meta      "schema"      decimal ASCII schema version, "1"
+//	          "site"        the site name (catalog.ValidName)
+//	          "site_key"    the site key's fingerprint, 40 uppercase hex digits
+//	          "created"     RFC 3339 time of init
+//	          "audit_head"  {"seq":N,"hash":"<hex>"}: the last audit entry, so that
+//	                        removing entries from the end of the log is detected
+//	trust     <fingerprint, 40 uppercase hex>  {"role","user_id","added","armored"}:
+//	          a trusted vendor or courier public key (armored bytes as given);
+//	          a key holds one role only
+//	keys      <download key id, 26 base32>     {"id","site","issued","expires","nodes",
+//	          "state","bundle","closed","armored"}: every download key issued.
+//	          state is "outstanding", "fulfilled" or "revoked"; "expired" is not
+//	          stored but derived (outstanding and past expires). bundle names the
+//	          bundle that fulfilled it; armored is the signed key as written
+//	bundles   <bundle id, 26 base32>  {"id","key_id","site","courier","created",
+//	          "expires","imported","actor","sha256","size","packages",
+//	          "manifest","manifest_sig","entitlement"}: every imported bundle,
+//	          with the digest and size of its byte stream, the package digests
+//	          it delivered, and the exact signed bytes it carried (base64)
+//	packages  <sha256, 64 lowercase hex>  {"package","bundle","imported"}: the
+//	          vendor-signed metadata (catalog.Package) of every stored package,
+//	          the bundle that first delivered it and when; its file is the blob
+//	          of the same digest. A digest is stored once
+//	audit     <seq, 8-byte big-endian uint64, from 1>  {"seq","time","actor",
+//	          "action","details","prev","hash"}: the audit log (see below)
+//
+// DESIGN.md also lists per-node state and cluster nodes: the issue that adds
+// them adds their buckets with schema version 2 and its migration.
+//
+// The schema version is checked on every open: a database of a newer schema
+// is refused with ErrSchema (upgrade airlock), an older one would be migrated
+// (there is none yet). Any change to this layout bumps SchemaVersion and
+// comes with a migration.
+//
+// # Audit log
+//
+// The audit bucket is append-only and hash-chained: entry n holds the hash
+// of entry n-1 in prev (64 zeros for the first), and its own hash is the
+// SHA-256 of "airlock-audit/v1\n" followed by the canonical JSON encoding of
+// {seq, time, actor, action, details, prev}. VerifyAudit recomputes every
+// hash and link and compares the last one with meta/audit_head, so an
+// edited, removed, inserted or reordered entry is detected. Someone who can
+// rewrite the database file can rewrite the whole chain; the head hash that
+// `airlock audit --verify` prints can be recorded elsewhere to detect that.
+//
+// Actions recorded: init, trust.add, trust.remove, key.issue, key.revoke,
+// bundle.import. Refusals are NOT recorded (see below).
+//
+// # Import, crashes and refusals
+//
+// Import verifies a bundle with verify.VerifyBundle while streaming every
+// package into the blob store as a pending, invisible file (temporary file
+// in the blob's directory, hashed while written, fsynced). Only after
+// VerifyBundle returned without error (the end of the archive is checked
+// last) are the blobs published (rename, fsync of the directory), and then
+// all metadata is committed in one bbolt transaction: the packages, the
+// bundle, the download key marked fulfilled, the audit entry. The whole
+// bundle is imported, or none of it is visible.
+//
+// A crash before the commit can leave temporary files and published blobs
+// that no package references (orphans). They are never visible as packages.
+// Every read-write open removes them before doing anything else (Repair);
+// Check, which opens read-only, reports them as problems, so `airlock check`
+// fails after a crash until any write command or `airlock check --repair`
+// has run. ImportOptions.Hook names the points (Hook*) where tests kill a
+// real import process to prove this.
+//
+// A refused import (bad signature, damaged or truncated bundle, wrong site,
+// replay, closed or expired key, downgrade, any error) leaves the repository
+// byte-for-byte as it was: pending files are discarded, shard directories it
+// created are removed, and the database is not written at all. In
+// particular no audit entry records the refusal, since writing one would
+// change the repository; the refusal is reported on stderr, with its exit
+// code, to the operator who tried. The only writes a refused import can make
+// are those of the crash recovery above, which repairs an earlier crash.
+//
+// # Concurrency
+//
+// bbolt locks airlock.db: one process may hold it read-write, or several
+// read-only. Open waits at most Options.LockTimeout for the lock and then
+// fails with an *InUseError (policy class, exit 4) naming the holder from
+// airlock.lock. A *Repo is safe for concurrent use by several goroutines;
+// writes are serialised by bbolt.
+package repo
