@@ -436,9 +436,11 @@ func Open(path string) (io.ReadCloser, error) {
 			}
 			return nil, fmt.Errorf("open bundle: %w", err)
 		}
-		if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		// A pipe or a device (/dev/stdin, a tape) is read as one stream and
+		// verified all the same; only a directory is a mistake.
+		if st, err := f.Stat(); err != nil || st.IsDir() {
 			f.Close()
-			return nil, fmt.Errorf("open bundle: %s is not a regular file", path)
+			return nil, fmt.Errorf("%w: %s is a directory, not a bundle file", fault.ErrUsage, path)
 		}
 		return f, nil
 	}

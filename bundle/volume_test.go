@@ -421,3 +421,20 @@ func TestVolumeCheckerThroughWrapper(t *testing.T) {
 		assertIs(t, err, ErrDigest)
 	}
 }
+
+func TestOpenStreamsAndDirectories(t *testing.T) {
+	// A device or pipe is read as a stream: /dev/null is an empty bundle,
+	// which the reader then refuses as truncated (exit 3), not an I/O error.
+	r, err := Open(os.DevNull)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", os.DevNull, err)
+	}
+	_, _, err = NewReader(r, ReadOptions{})
+	r.Close()
+	if !errors.Is(err, ErrTruncated) {
+		t.Fatalf("empty stream: %v, want ErrTruncated", err)
+	}
+	if _, err := Open(t.TempDir()); !errors.Is(err, fault.ErrUsage) {
+		t.Fatalf("Open(directory): %v, want a usage error", err)
+	}
+}

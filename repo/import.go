@@ -244,7 +244,7 @@ type storeFunc func(ctx context.Context, p catalog.Package, stored bool, data io
 // check verifies the bundle at path against snap, streaming each admitted
 // package to store, and returns the result with the verified bundle.
 func check(ctx context.Context, verb, path string, snap *snapshot, opts ImportOptions, store storeFunc) (*ImportResult, *verify.Bundle, error) {
-	f, err := openBundle(path)
+	f, err := bundle.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("bundle %s: %w", path, err)
 	}
@@ -303,16 +303,6 @@ func (d *digestReader) Read(p []byte) (int, error) {
 	d.h.Write(p[:n])
 	d.n += int64(n)
 	return n, err
-}
-
-// openBundle opens a bundle file or first volume with bundle.Open, and
-// also reads a pipe or device (/dev/stdin, a tape) as one stream, which
-// bundle.Open refuses: its content is verified all the same.
-func openBundle(path string) (io.ReadCloser, error) {
-	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() && !fi.IsDir() && !volumeName.MatchString(path) {
-		return os.Open(path)
-	}
-	return bundle.Open(path)
 }
 
 var volumeName = regexp.MustCompile(`\.[0-9]{3}$`)
