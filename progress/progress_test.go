@@ -50,7 +50,10 @@ type volumeSource struct {
 	checked bool
 }
 
-func (v *volumeSource) CheckVolume() error { v.checked = true; return errors.New("NAME.002 is damaged") }
+func (v *volumeSource) CheckVolume() error {
+	v.checked = true
+	return errors.New("NAME.002 is damaged")
+}
 
 func TestReaderForwardsCheckVolume(t *testing.T) {
 	src := &volumeSource{Reader: strings.NewReader("x")}
