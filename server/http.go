@@ -426,8 +426,9 @@ func (w *respWriter) fail(e *apiError) {
 	w.json(e.status, ErrorResponse{Error: e.msg, Reason: e.reason})
 }
 
-// keyIDPattern matches anything spelled like a download key id.
-var keyIDPattern = regexp.MustCompile(`[a-z2-7]{26}`)
+// keyIDPattern matches anything spelled like a download key id, as a whole
+// word: a run inside a longer word (a hex digest) is not a key id.
+var keyIDPattern = regexp.MustCompile(`\b[a-z2-7]{26}\b`)
 
 // scrub shortens every download key id in s and bounds its length, so that
 // nothing logged holds a key id in full.

@@ -341,3 +341,13 @@ func TestInternalError(t *testing.T) {
 		t.Errorf("internal error not logged:\n%s", logs)
 	}
 }
+
+func TestScrubKeepsDigestsWhole(t *testing.T) {
+	id := "kzm7zlabcdefghijklmnopqrst"
+	// A digest with a 26-character run of base32-looking letters inside it.
+	d := "cf19bb4d1012f62c4a3d4bcfc443cc655323fa6c54233c145f67604789cc2c41"
+	got := scrub("/v1/downloads/" + id + "/" + d)
+	if want := "/v1/downloads/kzm7zl…/" + d; got != want {
+		t.Fatalf("scrub = %q, want %q", got, want)
+	}
+}
