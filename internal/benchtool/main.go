@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -53,15 +54,28 @@ func run(ctx context.Context, args []string) error {
 	keyDir := fs.String("keys", "", "directory for the vendor and courier keys (created by write)")
 	blobs := fs.String("blobs", "", "blob store for import")
 	level := fs.Int("level", 3, "zstd level")
+	conc := fs.Int("concurrency", 0, "zstd encoder goroutines (0: default)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	start := time.Now()
 	var n int64
 	var err error
 	switch args[0] {
 	case "write":
-		n, err = write(ctx, *out, *keyDir, *level, fs.Args())
+		n, err = write(ctx, *out, *keyDir, bundle.WriteOptions{Level: *level, Concurrency: *conc}, fs.Args())
 	case "verify", "import":
 		n, err = read(ctx, *keyDir, *blobs, fs.Args())
 	default:
@@ -79,7 +93,7 @@ func run(ctx context.Context, args []string) error {
 // write makes fresh vendor and courier keys in keyDir, signs an entitlement
 // for the files (hashing each once to learn its digest, as the vendor does at
 // publish time; not timed separately), and writes the bundle.
-func write(ctx context.Context, out, keyDir string, level int, files []string) (int64, error) {
+func write(ctx context.Context, out, keyDir string, opts bundle.WriteOptions, files []string) (int64, error) {
 	vendor, err := keys.Generate(keys.GenerateOptions{Name: "Bench Vendor"})
 	if err != nil {
 		return 0, err
@@ -142,7 +156,7 @@ func write(ctx context.Context, out, keyDir string, level int, files []string) (
 		return 0, err
 	}
 	open := func(p catalog.Package) (io.ReadCloser, error) { return os.Open(paths[p.SHA256]) }
-	if err := bundle.Write(ctx, dst, m, courier, armored.b, open, bundle.WriteOptions{Level: level}); err != nil {
+	if err := bundle.Write(ctx, dst, m, courier, armored.b, open, opts); err != nil {
 		dst.Abort()
 		return 0, err
 	}
