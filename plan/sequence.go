@@ -1,8 +1,3 @@
-// Package plan computes install orders: which packages a node needs, and
-// in what sequence, to go from its installed versions to the newest
-// available ones. The vendor's server uses Sequence to decide what a
-// download key is entitled to; the restricted side builds its cluster
-// install plans on it.
 package plan
 
 import (
@@ -131,6 +126,7 @@ func unmet(p catalog.Package, sim map[string]catalog.Version) int {
 func explain(target catalog.Package, sim map[string]catalog.Version, pkgs []catalog.Package) Blocked {
 	seen := map[string]bool{}
 	cur := target
+	var chain []Need
 	for {
 		seen[cur.ID()] = true
 		i := unmet(cur, sim)
@@ -141,7 +137,8 @@ func explain(target catalog.Package, sim map[string]catalog.Version, pkgs []cata
 			return Blocked{Package: target, Blocker: cur, Needs: catalog.Constraint{Name: cur.Name, Op: catalog.OpEQ, Version: cur.Version}, Have: sim[cur.Name]}
 		}
 		c := cur.Requires[i]
-		b := Blocked{Package: target, Blocker: cur, Needs: c, Have: sim[c.Name]}
+		chain = append(chain, Need{Package: cur, Needs: c})
+		b := Blocked{Package: target, Blocker: cur, Needs: c, Have: sim[c.Name], Chain: chain}
 		// The nearest step that would meet c: the oldest newer package of
 		// c.Name that c allows (older than cur when c is on cur's own
 		// component: cur cannot be its own prerequisite).
