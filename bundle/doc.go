@@ -25,7 +25,11 @@
 //
 // Write streams a bundle in one pass: each package is read once, hashed as
 // it is compressed, and checked against the manifest; memory does not grow
-// with package size. CreateFile gives a destination that appears under its
+// with package size. With more than one core the zstd stream is written as
+// a sequence of independent 4 MiB frames compressed in parallel and emitted
+// in order (RFC 8878 allows any number of frames in a stream; stock zstd and
+// tar read it as one): one zstd frame is compressed by one core at a time,
+// which on a two-core machine made compression, not the medium, the limit. CreateFile gives a destination that appears under its
 // final names only on Commit.
 //
 // # Reading

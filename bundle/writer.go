@@ -30,8 +30,10 @@ type WriteOptions struct {
 	// Level is a zstd compression level, 1 to 22, mapped to the nearest
 	// level the encoder implements (zstd.EncoderLevelFromZstd); 0 means 3.
 	Level int
-	// Concurrency is the number of encoder goroutines; 0 means GOMAXPROCS,
-	// at most 4. 1 compresses synchronously in the caller's goroutine.
+	// Concurrency is the number of frames compressed at once; 0 means
+	// GOMAXPROCS, at most 4. Above 1 the stream is a sequence of independent
+	// 4 MiB zstd frames compressed in parallel (see frameWriter); 1 is one
+	// frame compressed in the caller's goroutine.
 	Concurrency int
 }
 
@@ -82,8 +84,13 @@ func Write(ctx context.Context, w io.Writer, m Manifest, sign Signer, entitlemen
 		return fmt.Errorf("sign manifest of bundle %s: %w", m.ID, err)
 	}
 
-	enc, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
-		zstd.WithEncoderConcurrency(conc), zstd.WithEncoderCRC(true))
+	var enc io.WriteCloser
+	zopts := []zstd.EOption{zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)), zstd.WithEncoderCRC(true)}
+	if conc > 1 {
+		enc, err = newFrameWriter(w, conc, zopts...)
+	} else {
+		enc, err = zstd.NewWriter(w, append(zopts, zstd.WithEncoderConcurrency(1))...)
+	}
 	if err != nil {
 		return fmt.Errorf("bundle %s: zstd encoder: %w", m.ID, err)
 	}
