@@ -24,8 +24,11 @@ import (
 // Defaults of Options.
 const (
 	DefaultHookTimeout = 10 * time.Minute
-	DefaultMaxUploads  = 4
-	DefaultMaxQueue    = 64
+	// DefaultControlHookTimeout bounds the drain, undrain, connections,
+	// promote and demote hooks.
+	DefaultControlHookTimeout = time.Minute
+	DefaultMaxUploads         = 4
+	DefaultMaxQueue           = 64
 )
 
 // Crash points: the named instants of an install at which Options.CrashPoint
@@ -46,6 +49,17 @@ type Options struct {
 	Now func() time.Time
 	// HookTimeout bounds each install hook; 0 means DefaultHookTimeout.
 	HookTimeout time.Duration
+	// ControlHookTimeout bounds each drain, undrain, connections, promote
+	// and demote hook; 0 means DefaultControlHookTimeout.
+	ControlHookTimeout time.Duration
+	// ServiceListen, if not empty, is the TCP address of the reference
+	// client service (see the package documentation), e.g.
+	// 127.0.0.1:7000; port 0 picks a free port, which Status.Service
+	// reports. Open listens on it, Run serves it.
+	ServiceListen string
+	// MaxConnections bounds the reference service's open client
+	// connections; 0 means DefaultMaxConnections.
+	MaxConnections int
 	// MaxUnpack bounds the bytes one package may unpack to; 0 means four
 	// times the package size plus 1 GiB.
 	MaxUnpack int64
@@ -86,6 +100,12 @@ type Agent struct {
 	lock  *os.File
 	queue chan string
 	slots chan struct{} // upload slots
+	svc   *service      // the reference client service; nil without Options.ServiceListen
+	// ctl is held (one token) while a drain, undrain or role change runs,
+	// so that their hooks and state changes happen one at a time.
+	ctl chan struct{}
+	// counting is held while hooks/connections runs: one run at a time.
+	counting chan struct{}
 
 	mu        sync.Mutex
 	st        *state
@@ -95,6 +115,8 @@ type Agent struct {
 	// (pruning, unstaging) is not done yet: the API reports them running
 	// until it is, so that a succeeded job means a settled node.
 	settling map[string]bool
+	// counted is the outcome of the latest run of hooks/connections.
+	counted connCount
 }
 
 // Open opens the node directory dir for serving: it takes the directory's
@@ -115,6 +137,12 @@ func Open(dir string, opts Options) (*Agent, error) {
 	if opts.MaxQueue <= 0 {
 		opts.MaxQueue = DefaultMaxQueue
 	}
+	if opts.ControlHookTimeout <= 0 {
+		opts.ControlHookTimeout = DefaultControlHookTimeout
+	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = DefaultMaxConnections
+	}
 	st, err := loadState(dir)
 	if err != nil {
 		return nil, err
@@ -133,10 +161,18 @@ func Open(dir string, opts Options) (*Agent, error) {
 	}
 	a := &Agent{dir: dir, opts: opts, log: opts.Logger.With("node", st.Name), lock: lf, st: st,
 		queue: make(chan string, opts.MaxQueue), slots: make(chan struct{}, opts.MaxUploads),
+		ctl: make(chan struct{}, 1), counting: make(chan struct{}, 1),
 		staged: map[catalog.Digest]catalog.Package{}, uploading: map[catalog.Digest]bool{}, settling: map[string]bool{}}
 	if err := a.open(); err != nil {
 		lf.Close()
 		return nil, err
+	}
+	if opts.ServiceListen != "" {
+		a.svc, err = listenService(opts.ServiceListen, st.Name, st.Drained, opts.MaxConnections, a.log)
+		if err != nil {
+			lf.Close()
+			return nil, fmt.Errorf("node %s: client service: %w; choose another --service-listen address", st.Name, err)
+		}
 	}
 	return a, nil
 }
@@ -168,6 +204,10 @@ func (a *Agent) open() error {
 	}
 	if err := removeTemps(filepath.Join(a.dir, "entitlements")); err != nil {
 		return fmt.Errorf("node %s: %w", a.st.Name, err)
+	}
+
+	if _, err := os.Lstat(a.hookPath(HookConnections)); err == nil {
+		a.counted = connCount{hook: true, n: -1, err: "not counted yet"}
 	}
 
 	changed, err := a.recoverReleases()
@@ -233,8 +273,14 @@ func removeTemps(dir string) error {
 	return nil
 }
 
-// Close releases the directory lock. Call it after Run has returned.
-func (a *Agent) Close() error { return a.lock.Close() }
+// Close stops the reference client service if Run did not, and releases
+// the directory lock. Call it after Run has returned.
+func (a *Agent) Close() error {
+	if a.svc != nil {
+		a.svc.close()
+	}
+	return a.lock.Close()
+}
 
 // Name returns the node's name.
 func (a *Agent) Name() string {
@@ -243,12 +289,23 @@ func (a *Agent) Name() string {
 	return a.st.Name
 }
 
-// Status returns the node's status as GET /v1/status reports it.
+// Status returns the node's status as GET /v1/status reports it. It runs
+// no hook: with hooks/connections, Connections is the outcome of its
+// latest run (RefreshConnections, which the API calls before answering).
 func (a *Agent) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := Status{Name: a.st.Name, Role: a.st.Role, Region: a.st.Region, Installed: a.st.installedCopy(),
-		Drained: a.st.Drained, Time: a.opts.now(), Staged: []StagedPackage{}, Jobs: []Job{}}
+		Drained: a.st.Drained, Accepting: !a.st.Drained, Time: a.opts.now(), Staged: []StagedPackage{}, Jobs: []Job{}}
+	if a.svc != nil {
+		s.Service, s.Accepting = a.svc.addr, a.svc.accepting()
+	}
+	switch {
+	case a.counted.hook:
+		s.Connections, s.ConnectionsError = a.counted.n, a.counted.err
+	case a.svc != nil:
+		s.Connections = a.svc.count()
+	}
 	for d, p := range a.staged {
 		s.Staged = append(s.Staged, a.stagedInfoLocked(d, p))
 	}
@@ -295,37 +352,6 @@ func (a *Agent) Job(id string) (Job, error) {
 		return a.viewLocked(*j), nil
 	}
 	return Job{}, fmt.Errorf("%w: node %s has no job %q (it keeps the last %d)", ErrNotFound, a.st.Name, id, maxJobHistory)
-}
-
-// SetDrained sets and persists the drained flag.
-func (a *Agent) SetDrained(drained bool) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	old := a.st.Drained
-	a.st.Drained = drained
-	if err := a.st.save(a.dir); err != nil {
-		a.st.Drained = old
-		return fmt.Errorf("node %s: %w", a.st.Name, err)
-	}
-	a.log.Info("drained flag set", "drained", drained)
-	return nil
-}
-
-// SetRole sets and persists the node's role.
-func (a *Agent) SetRole(role string) error {
-	if !ValidRole(role) {
-		return fmt.Errorf("%w: role %q: want primary, backup, traffic or management", ErrBadRequest, role)
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	old := a.st.Role
-	a.st.Role = role
-	if err := a.st.save(a.dir); err != nil {
-		a.st.Role = old
-		return fmt.Errorf("node %s: %w", a.st.Name, err)
-	}
-	a.log.Info("role changed", "from", old, "to", role)
-	return nil
 }
 
 // Submit queues the install of the staged package d and returns its job.
@@ -441,11 +467,18 @@ func newJobID() (string, error) {
 	return hex.EncodeToString(b[:]), nil
 }
 
-// Run runs the install worker until ctx is done: queued jobs are installed
+// Run runs the install worker and the reference client service (if
+// configured) until ctx is done; call it once. Queued jobs are installed
 // one at a time, in order. A job running when ctx ends is cancelled (its
-// hooks killed) and rolled back; jobs still queued are marked failed. It
-// returns nil once stopped.
+// hooks killed) and rolled back; jobs still queued are marked failed; the
+// client service stops and closes its open connections. It returns nil
+// once all of this is done.
 func (a *Agent) Run(ctx context.Context) error {
+	if a.svc != nil {
+		var wg sync.WaitGroup
+		wg.Go(func() { a.svc.serve(ctx) })
+		defer wg.Wait()
+	}
 	for {
 		select {
 		case <-ctx.Done():

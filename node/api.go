@@ -44,9 +44,21 @@ type Status struct {
 	// Staged lists complete and partial uploads, by digest.
 	Staged  []StagedPackage `json:"staged"`
 	Drained bool            `json:"drained"`
-	// Connections is the number of active client connections; the
-	// connection-draining service does not exist yet, so it is always 0.
-	Connections int `json:"connections"`
+	// Accepting tells whether the node accepts new client connections now.
+	// With the reference client service it is whether that service is
+	// serving, undrained and below its connection limit; without it, it is
+	// !Drained (the site's service, told by hooks/drain and hooks/undrain,
+	// is trusted to follow the flag).
+	Accepting bool `json:"accepting"`
+	// Service is the address of the reference client service, "" if the
+	// agent runs none.
+	Service string `json:"service"`
+	// Connections is the number of open client connections: what
+	// hooks/connections printed if it exists, else the reference service's
+	// count, else 0. It is -1 when hooks/connections failed; then
+	// ConnectionsError says why.
+	Connections      int    `json:"connections"`
+	ConnectionsError string `json:"connections_error,omitempty"`
 	// Time is the node's clock (RFC 3339 with nanoseconds).
 	Time time.Time `json:"time"`
 	// Jobs lists the queued and running install jobs, oldest first.
@@ -115,7 +127,8 @@ type RoleRequest struct {
 //	already-installed, downgrade, requires-unmet (409),
 //	untrusted-signer (403), verification-failed, not-entitled,
 //	digest-mismatch, unsafe-archive (422), refused (409, other policy refusals),
-//	hook-failed, interrupted (in failed jobs only).
+//	hook-failed (500 from drain, undrain and role; and in failed jobs),
+//	interrupted (in failed jobs only).
 type APIError struct {
 	Error string `json:"error"`
 	Code  string `json:"code"`

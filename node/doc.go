@@ -20,6 +20,9 @@
 //	D/releases/<name>/current symlink to the current release ("<ver>", relative)
 //	D/hooks/pre-install       optional executables run around every install
 //	D/hooks/post-install
+//	D/hooks/drain, undrain    optional: tell the site's client service (see below)
+//	D/hooks/connections
+//	D/hooks/promote, demote
 //	D/lock                    held (flock) by the serving agent: one agent per directory
 //
 // # HTTP API
@@ -42,6 +45,9 @@
 //	GET  /v1/jobs/{id}                   Job
 //	POST /v1/drain, /v1/undrain          -> Status
 //	POST /v1/role                        {"role": "primary"|"backup"|"traffic"|"management"} -> Status
+//
+// Every Status answer (GET /v1/status and the answers of drain, undrain
+// and role) runs hooks/connections first, if it exists.
 //
 // # Staging protocol
 //
@@ -109,6 +115,63 @@
 // before step 6) or the new one (after). Hooks must be idempotent: an
 // install interrupted after post-install ran is rolled back and is installed
 // again by the next POST /v1/install.
+//
+// # Client connections, draining and roles
+//
+// The agent drains a node, counts its client connections and changes its
+// role either through the site's hooks or, for demonstrations and tests,
+// through its own reference client service.
+//
+// The reference service (Options.ServiceListen, airlock-node serve
+// --service-listen ADDR) is a TCP echo service. It starts with Run and
+// stops, closing its connections, when Run ends. On every new connection
+// it writes one line, the greeting, "airlock-node NAME: WORD\n":
+//
+//	ok                                 accepted: from then on every byte the
+//	                                   client sends is sent back, until the
+//	                                   client closes the connection
+//	drained, try another node          refused (the node is drained); closed
+//	busy, N connections open, try another node
+//	                                   refused (Options.MaxConnections); closed
+//	shutting down, try another node    refused (the agent is stopping); closed
+//
+// A client therefore tells an accepted connection from a refused one by the
+// first line (DialService does this), and proves that an accepted
+// connection is still alive by an echo. Status.Connections counts the
+// accepted connections still open; a connection stops counting once the
+// client has closed it and the service has noticed. Draining only refuses
+// new connections: open ones are never closed by a drain, an undrain, a
+// role change or an install, and have no idle limit.
+//
+// The hooks are optional executables in D/hooks, run in D with the
+// agent's environment plus AIRLOCK_HOOK, AIRLOCK_NODE, AIRLOCK_DIR,
+// AIRLOCK_REGION and AIRLOCK_SERVICE (the reference service's address or
+// ""), in their own process group, killed after Options.ControlHookTimeout.
+// Each is looked up on every use; a missing hook is skipped.
+//
+//	drain NAME          POST /v1/drain, before the flag is set
+//	undrain NAME        POST /v1/undrain, before the flag is cleared
+//	connections NAME    every Status answer; prints the number of open
+//	                    client connections (a non-negative decimal integer,
+//	                    at most 64 bytes with white space)
+//	promote NAME OLD NEW    POST /v1/role to primary from another role
+//	demote NAME OLD NEW     POST /v1/role from primary to another role
+//	                    (also AIRLOCK_ROLE=NEW, AIRLOCK_PREVIOUS_ROLE=OLD)
+//
+// A drain, undrain or role change whose hook fails, times out or is not
+// executable changes nothing: the answer is 500 hook-failed with the tail
+// of the hook's output, and the drained flag or role stays as it was. A
+// drain or undrain runs its hook on every call, so the hooks must be
+// idempotent; a role change to the role the node has runs none. These
+// calls run one at a time, and their hooks run to their end or timeout
+// even if the client goes away. A failed or nonsensical connections hook
+// does not fail the request: Status.Connections is -1 and
+// Status.ConnectionsError says why.
+//
+// The drained flag and the role are kept in state.json and survive a
+// restart; the reference service starts refusing if the node was drained.
+// The reference service follows the drained flag whether or not drain
+// hooks exist; hooks/connections, when present, replaces its count.
 //
 // # Archives
 //

@@ -65,8 +65,12 @@ var (
 	// ErrRequires: the package's requires do not hold on the node (policy
 	// class, 409).
 	ErrRequires = fault.Policy("package requirements not met")
-	// ErrHook: an install hook failed or timed out.
-	ErrHook = errors.New("install hook failed")
+	// ErrHook: a hook (install, drain, undrain, connections, promote,
+	// demote) failed, timed out, is not executable, or printed nonsense.
+	ErrHook = errors.New("hook failed")
+	// ErrRefused: the reference client service refused a connection
+	// (DialService): the node is drained, stopping or at its limit.
+	ErrRefused = errors.New("client connection refused")
 	// ErrInterrupted: an install job did not finish because the agent
 	// stopped; the previous release is current.
 	ErrInterrupted = errors.New("install interrupted")

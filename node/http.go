@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -30,9 +31,7 @@ const (
 // request must carry the bearer token; requests are logged without it.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, a.Status())
-	})
+	mux.HandleFunc("GET /v1/status", a.writeStatus)
 	mux.HandleFunc("PUT /v1/staged/{sha256}/entitlement", a.handlePutEntitlement)
 	mux.HandleFunc("HEAD /v1/staged/{sha256}", a.handleStaged)
 	mux.HandleFunc("GET /v1/staged/{sha256}", a.handleStaged)
@@ -238,25 +237,37 @@ func (a *Agent) handleInstall(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, j)
 }
 
-func (a *Agent) handleDrain(w http.ResponseWriter, r *http.Request, drained bool) {
-	if err := a.SetDrained(drained); err != nil {
-		a.writeError(w, r, err)
-		return
-	}
+// writeStatus answers with the node's status, its connections counted
+// now. A failed count is reported in the status, not as an error.
+func (a *Agent) writeStatus(w http.ResponseWriter, r *http.Request) {
+	_ = a.RefreshConnections(r.Context())
 	writeJSON(w, http.StatusOK, a.Status())
 }
 
+// handleDrain drains or undrains the node. Its hook runs to its end or
+// its timeout even if the client goes away, so that a drain is never left
+// half done by an impatient client.
+func (a *Agent) handleDrain(w http.ResponseWriter, r *http.Request, drained bool) {
+	if err := a.SetDrained(context.WithoutCancel(r.Context()), drained); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	a.writeStatus(w, r)
+}
+
+// handleRole changes the node's role; like a drain, its hook is not
+// cancelled when the client goes away.
 func (a *Agent) handleRole(w http.ResponseWriter, r *http.Request) {
 	var req RoleRequest
 	if err := decodeJSON(r, &req, "role"); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	if err := a.SetRole(req.Role); err != nil {
+	if err := a.SetRole(context.WithoutCancel(r.Context()), req.Role); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, a.Status())
+	a.writeStatus(w, r)
 }
 
 // decodeJSON strictly decodes a small JSON request body.

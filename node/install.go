@@ -9,11 +9,8 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/airlock-project/airlock/atomicfile"
 	"github.com/airlock-project/airlock/catalog"
@@ -23,12 +20,6 @@ import (
 const (
 	currentLink = "current"
 	tempPrefix  = ".tmp-"
-)
-
-// Hook names, in D/hooks/.
-const (
-	HookPreInstall  = "pre-install"
-	HookPostInstall = "post-install"
 )
 
 func (a *Agent) releasesDir() string { return filepath.Join(a.dir, "releases") }
@@ -111,7 +102,7 @@ func (a *Agent) install(ctx context.Context, d catalog.Digest, id string, log *s
 		return err
 	}
 
-	if err := a.runHook(ctx, HookPreInstall, p, final, prevVersion, log); err != nil {
+	if err := a.runInstallHook(ctx, HookPreInstall, p, final, prevVersion, log); err != nil {
 		return err
 	}
 	a.opts.crash(CrashAfterPreInstall)
@@ -131,7 +122,7 @@ func (a *Agent) install(ctx context.Context, d catalog.Digest, id string, log *s
 		return cause
 	}
 
-	if err := a.runHook(ctx, HookPostInstall, p, final, prevVersion, log); err != nil {
+	if err := a.runInstallHook(ctx, HookPostInstall, p, final, prevVersion, log); err != nil {
 		return restore(err)
 	}
 	a.opts.crash(CrashBeforeCommit)
@@ -306,90 +297,24 @@ func (a *Agent) recoverReleases() (bool, error) {
 	return changed, nil
 }
 
-// runHook runs D/hooks/<hook> NAME VERSION RELEASE_DIR, if it exists, with
-// the release directory as working directory, the environment of the agent
-// plus AIRLOCK_* variables, and Options.HookTimeout. Its output is logged;
-// its last lines go into the error if it fails.
-func (a *Agent) runHook(ctx context.Context, hook string, p catalog.Package, relDir string, prev catalog.Version, log *slog.Logger) error {
-	path := filepath.Join(a.dir, "hooks", hook)
-	fi, err := os.Stat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("%w: %s for package %s on node %s: %v", ErrHook, path, p, a.Name(), err)
-	}
-	if !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
-		return fmt.Errorf("%w: %s for package %s on node %s is not an executable file; make it executable (chmod +x) or remove it", ErrHook, path, p, a.Name())
-	}
-	hctx, cancel := context.WithTimeout(ctx, a.opts.HookTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(hctx, path, p.Name, p.Version.String(), relDir)
-	cmd.Dir = relDir
-	cmd.Env = append(cmd.Environ(),
-		"AIRLOCK_HOOK="+hook,
-		"AIRLOCK_NODE="+a.Name(),
-		"AIRLOCK_PACKAGE="+p.Name,
-		"AIRLOCK_VERSION="+p.Version.String(),
-		"AIRLOCK_KIND="+string(p.Kind),
-		"AIRLOCK_SHA256="+p.SHA256.String(),
-		"AIRLOCK_RELEASE_DIR="+relDir,
-		"AIRLOCK_PREVIOUS_VERSION="+prev.String(),
-	)
-	out := &tailBuffer{max: 4 << 10}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.WaitDelay = 5 * time.Second
-	ownProcessGroup(cmd)
-	start := time.Now()
-	err = cmd.Run()
-	log.Info("hook ran", "hook", hook, "duration", time.Since(start).Round(time.Millisecond), "output", out.String(), "err", err)
-	if err == nil {
-		return nil
-	}
-	why := err.Error()
-	if errors.Is(hctx.Err(), context.DeadlineExceeded) {
-		why = fmt.Sprintf("timed out after %s", a.opts.HookTimeout)
-	} else if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	msg := fmt.Sprintf("%v: %s for package %s on node %s: %s", ErrHook, path, p, a.Name(), why)
-	if s := strings.TrimSpace(out.String()); s != "" {
-		msg += "; output: " + s
-	}
-	return &hookError{msg: msg}
-}
-
-// hookError is a failed hook; it matches ErrHook.
-type hookError struct{ msg string }
-
-func (e *hookError) Error() string        { return e.msg }
-func (e *hookError) Is(target error) bool { return target == ErrHook }
-
-// tailBuffer keeps the last max bytes written to it. Safe for concurrent
-// use (a hook's stdout and stderr share it).
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-	cut bool
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if len(t.b) > t.max {
-		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
-		t.cut = true
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.cut {
-		return "…" + string(t.b)
-	}
-	return string(t.b)
+// runInstallHook runs D/hooks/<hook> NAME VERSION RELEASE_DIR, if it
+// exists, with the release directory as working directory, the AIRLOCK_*
+// variables of the package and Options.HookTimeout (see runHook).
+func (a *Agent) runInstallHook(ctx context.Context, hook string, p catalog.Package, relDir string, prev catalog.Version, log *slog.Logger) error {
+	_, err := a.runHook(ctx, hookCall{
+		hook:    hook,
+		about:   "for package " + p.String(),
+		args:    []string{p.Name, p.Version.String(), relDir},
+		dir:     relDir,
+		timeout: a.opts.HookTimeout,
+		env: []string{
+			"AIRLOCK_PACKAGE=" + p.Name,
+			"AIRLOCK_VERSION=" + p.Version.String(),
+			"AIRLOCK_KIND=" + string(p.Kind),
+			"AIRLOCK_SHA256=" + p.SHA256.String(),
+			"AIRLOCK_RELEASE_DIR=" + relDir,
+			"AIRLOCK_PREVIOUS_VERSION=" + prev.String(),
+		},
+	}, log)
+	return err
 }

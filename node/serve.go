@@ -36,8 +36,10 @@ type ServeOptions struct {
 // HTTPS (TLS 1.3 only, with the certificate made by RunInit) on o.Listen
 // until ctx is done, then shuts down gracefully: it stops accepting, lets
 // requests in flight finish for up to 30 seconds, cancels a running install
-// (which rolls back) and returns nil. The first line on stdout is
-// "node NAME serving https://ADDR (certificate FINGERPRINT)".
+// (which rolls back), stops the reference client service (closing its
+// connections) and returns nil. The first line on stdout is
+// "node NAME serving https://ADDR (certificate FINGERPRINT)"; with
+// o.Agent.ServiceListen, the second is "node NAME client service on ADDR".
 func RunServe(ctx context.Context, o ServeOptions, stdout, stderr io.Writer) error {
 	log := o.Agent.Logger
 	if log == nil {
@@ -81,6 +83,9 @@ func RunServe(ctx context.Context, o ServeOptions, stdout, stderr io.Writer) err
 	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
 
 	fmt.Fprintf(stdout, "node %s serving https://%s (certificate %s)\n", a.Name(), ln.Addr(), fp)
+	if svc := a.Status().Service; svc != "" {
+		fmt.Fprintf(stdout, "node %s client service on %s\n", a.Name(), svc)
+	}
 	log.Info("serving", "node", a.Name(), "addr", ln.Addr().String(), "fingerprint", fp)
 
 	select {

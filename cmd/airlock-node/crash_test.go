@@ -39,6 +39,8 @@ type agent struct {
 	token  string
 	stderr *bytes.Buffer
 	exited chan struct{}
+	// lines receives the lines of stdout after the first (a few are kept).
+	lines chan string
 }
 
 var servingLine = regexp.MustCompile(`^node \S+ serving (https://\S+) `)
@@ -47,17 +49,23 @@ var servingLine = regexp.MustCompile(`^node \S+ serving (https://\S+) `)
 // waits (with a deadline) for it to say where it listens.
 func startAgent(t *testing.T, dir string, env ...string) *agent {
 	t.Helper()
+	return startAgentArgs(t, dir, nil, env...)
+}
+
+// startAgentArgs is startAgent with extra serve flags.
+func startAgentArgs(t *testing.T, dir string, args []string, env ...string) *agent {
+	t.Helper()
 	bin, err := exec.LookPath("airlock-node") // put on PATH by testscript.Main
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "serve", "--dir", dir, "--listen", "127.0.0.1:0", "--log-level", "debug")
+	cmd := exec.Command(bin, append([]string{"serve", "--dir", dir, "--listen", "127.0.0.1:0", "--log-level", "debug"}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &agent{t: t, cmd: cmd, stderr: &bytes.Buffer{}, exited: make(chan struct{})}
+	a := &agent{t: t, cmd: cmd, stderr: &bytes.Buffer{}, exited: make(chan struct{}), lines: make(chan string, 8)}
 	cmd.Stderr = a.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -65,9 +73,13 @@ func startAgent(t *testing.T, dir string, env ...string) *agent {
 	lines := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
-		for sc.Scan() {
+		for first := true; sc.Scan(); first = false {
+			to := a.lines
+			if first {
+				to = lines
+			}
 			select {
-			case lines <- sc.Text():
+			case to <- sc.Text():
 			default:
 			}
 		}

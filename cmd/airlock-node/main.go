@@ -87,7 +87,10 @@ func newApp() *cli.App {
 				Flags: []cli.Flag{
 					dirFlag,
 					&cli.StringFlag{Name: "listen", Usage: "`ADDR:PORT` to listen on, e.g. 127.0.0.1:9443"},
+					&cli.StringFlag{Name: "service-listen", Usage: "run the reference client service (a TCP echo service that drain refuses) on `ADDR:PORT`"},
+					&cli.IntFlag{Name: "max-connections", Value: node.DefaultMaxConnections, Usage: "client connections the reference service keeps open at a time"},
 					&cli.DurationFlag{Name: "hook-timeout", Value: node.DefaultHookTimeout, Usage: "time limit of each install hook"},
+					&cli.DurationFlag{Name: "control-hook-timeout", Value: node.DefaultControlHookTimeout, Usage: "time limit of each drain, undrain, connections, promote and demote hook"},
 					&cli.IntFlag{Name: "max-uploads", Value: node.DefaultMaxUploads, Usage: "uploads received at a time"},
 					&cli.Int64Flag{Name: "max-unpack", Usage: "bytes one package may unpack to (0: 4 × its size + 1 GiB)"},
 					&cli.IntFlag{Name: "max-entries", Value: node.DefaultMaxEntries, Usage: "members one package archive may hold"},
@@ -104,16 +107,20 @@ func newApp() *cli.App {
 					if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 						return fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", fault.ErrUsage, c.String("log-level"))
 					}
-					if c.Int64("max-unpack") < 0 || c.Int("max-uploads") < 1 || c.Int("max-entries") < 1 || c.Duration("hook-timeout") <= 0 {
-						return fmt.Errorf("%w: --max-unpack, --max-uploads, --max-entries and --hook-timeout must be positive", fault.ErrUsage)
+					if c.Int64("max-unpack") < 0 || c.Int("max-uploads") < 1 || c.Int("max-entries") < 1 || c.Int("max-connections") < 1 ||
+						c.Duration("hook-timeout") <= 0 || c.Duration("control-hook-timeout") <= 0 {
+						return fmt.Errorf("%w: --max-unpack, --max-uploads, --max-entries, --max-connections, --hook-timeout and --control-hook-timeout must be positive", fault.ErrUsage)
 					}
 					opts := node.Options{
-						Logger:      slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level})),
-						HookTimeout: c.Duration("hook-timeout"),
-						MaxUploads:  c.Int("max-uploads"),
-						MaxUnpack:   c.Int64("max-unpack"),
-						MaxEntries:  c.Int("max-entries"),
-						CrashPoint:  crashPoint(os.Getenv(crashEnv)),
+						Logger:             slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level})),
+						HookTimeout:        c.Duration("hook-timeout"),
+						ControlHookTimeout: c.Duration("control-hook-timeout"),
+						ServiceListen:      c.String("service-listen"),
+						MaxConnections:     c.Int("max-connections"),
+						MaxUploads:         c.Int("max-uploads"),
+						MaxUnpack:          c.Int64("max-unpack"),
+						MaxEntries:         c.Int("max-entries"),
+						CrashPoint:         crashPoint(os.Getenv(crashEnv)),
 					}
 					return node.RunServe(c.Context, node.ServeOptions{Dir: c.String("dir"), Listen: c.String("listen"), Agent: opts}, c.App.Writer, c.App.ErrWriter)
 				},
