@@ -45,8 +45,37 @@
 //	audit     <seq, 8-byte big-endian uint64, from 1>  {"seq","time","actor",
 //	          "action","details","prev","hash"}: the audit log (see below)
 //
-// DESIGN.md also lists per-node state and cluster nodes: the issue that adds
-// them adds their buckets with schema version 2 and its migration.
+// # Cluster buckets (schema 1, optional)
+//
+// The cluster registry and the rollouts live in three more buckets. They
+// are optional within schema 1: the first write that needs one creates it,
+// and a missing one reads as empty, so a database made before they existed
+// needs no migration and an older airlock, which never looks at them,
+// still opens a newer database.
+//
+//	nodes     <node name>  {"name","url","token","fingerprint","role","region",
+//	          "added","seen"}: a registered node agent (airlock node add). token is
+//	          its bearer token as read from the token file; fingerprint pins its
+//	          TLS certificate ("AB:CD:…", SHA-256 of the DER); seen is what the
+//	          node last reported, {"at","clock","role","region","installed",
+//	          "staged","drained"}, or absent. Download keys carry the names and
+//	          installed versions of these nodes (NodeInventory)
+//	rollouts  <id, 8-byte big-endian uint64, from 1>  {"id","plan","strategy",
+//	          "nodes","max_unavailable","skip_settle","state","started",
+//	          "finished","actor","error","steps"}: every install run with its
+//	          plan, fixed when it started. state is "running" or "failed"
+//	          (unfinished: the next install resumes it), "finished" or
+//	          "abandoned". Each step is {"id","n","kind","node","role","peer",
+//	          "package","packages","expect","earliest","timeout","text","state",
+//	          "job","error","updated"}, state "pending", "submitted" (job names
+//	          the node's install job), "done", "skipped" or "failed". A done or
+//	          skipped step never changes again; at most one rollout is unfinished
+//	installs  <node name, 0x00, kind>  {"node","kind","package","time","rollout"}:
+//	          the last package of each kind a rollout installed on each node,
+//	          where its settle delay starts
+//
+// Every change of these buckets is one transaction with its audit entry,
+// but the refresh of a node's seen, which is an observation (RecordSeen).
 //
 // The schema version is checked on every open: a database of a newer schema
 // is refused with ErrSchema (upgrade airlock), an older one would be migrated
@@ -65,7 +94,10 @@
 // `airlock audit --verify` prints can be recorded elsewhere to detect that.
 //
 // Actions recorded: init, trust.add, trust.remove, key.issue, key.revoke,
-// bundle.import. Refusals are NOT recorded (see below).
+// bundle.import; node.add, node.remove, cluster.distribute, rollout.start,
+// rollout.KIND for each change of a step's state (rollout.drain,
+// rollout.install, rollout.promote, …), rollout.finish, rollout.abandon.
+// Refusals are NOT recorded (see below).
 //
 // # Import, crashes and refusals
 //

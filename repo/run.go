@@ -147,7 +147,8 @@ type KeyNewCmd struct {
 	Out string
 	// Expires is the validity (zero: DefaultKeyExpiry).
 	Expires time.Duration
-	// Inventory is an inventory file (see ParseInventory); empty for none.
+	// Inventory is an inventory file (see ParseInventory); empty for the
+	// registered cluster nodes (see Repo.NodeInventory).
 	Inventory string
 	JSON      bool
 }
@@ -181,6 +182,12 @@ func RunKeyNew(ctx context.Context, c KeyNewCmd, stdout, stderr io.Writer) error
 		return err
 	}
 	defer r.Close()
+	if c.Inventory == "" {
+		// The registered nodes, with the versions they last reported.
+		if opts.Nodes, err = r.NodeInventory(); err != nil {
+			return err
+		}
+	}
 	info, armored, err := r.IssueKey(opts)
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ func main() { cliapp.Main(newApp()) }
 func newApp() *cli.App {
 	var cmds []*cli.Command
 	cmds = append(cmds, repoCommands()...)
+	cmds = append(cmds, clusterCommands()...)
 	return &cli.App{
 		Name:     "airlock",
 		Usage:    "verify, store and roll out vendor updates on the restricted side",

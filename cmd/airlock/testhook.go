@@ -16,14 +16,16 @@ import (
 //	                              (default first) it reaches hook point POINT
 //	AIRLOCK_TEST_FAIL=POINT[:N]   fail there with an injected I/O error instead
 //
-// The points are repo.Hook* ("ingested", "verified", "published", "commit",
-// "committed").
+// The points are repo.Hook* of import ("ingested", "verified", "published",
+// "commit", "committed") and cluster.Hook* of install ("job-submitted",
+// "step-executed", "step-recorded", reached once per step).
 const (
 	envCrash = "AIRLOCK_TEST_CRASH"
 	envFail  = "AIRLOCK_TEST_FAIL"
 )
 
-// testHook returns the import hook the environment asks for, or nil.
+// testHook returns the import or install hook the environment asks for, or
+// nil.
 func testHook() (func(point string) error, error) {
 	crash, ccount, err := parseHookEnv(envCrash)
 	if err != nil {
