@@ -97,10 +97,42 @@ fetch_peer=null
 if [[ $dl_peer != null ]]; then
   fetch_peer=$(measure "mkdir -p '$W/dl' && cd '$W/dl' && ls '$W/data' | xargs -P4 -I{} curl -sf -o {} http://127.0.0.1:$NP/{} && tar -cf - . | zstd -3 -T0 -q | tee '$W/peer-fetch.tar.zst' | gpg --batch --yes --detach-sign -o '$W/peer-fetch.sig'")
 fi
-python3 - "$bytes" "$ours_w" "$peer_w" "$ours_v" "$peer_v" "$ours_i" "$(stat -c %s "$big")" "$dl_ours" "$dl_peer" "$fetch_ours" "$fetch_peer" <<'PY'
+
+# --- restricted side: distribute to 3 nodes vs sequential curl -T ----------
+# Six node agents: airlock distribute stages every package on three of them,
+# curl -T uploads the same files (with the entitlement each needs) to the
+# other three, one after the other, as an administrator's script would.
+AIRLOCK_REPO=$R "$B/airlock" trust add --role vendor "$V/vendor.pub.asc" >/dev/null
+AIRLOCK_REPO=$R "$B/airlock" trust add --role courier "$W/courier.pub.asc" >/dev/null
+AIRLOCK_REPO=$R "$B/airlock" import "$W/fetched.airlock" --no-progress >/dev/null 2>&1
+tar --zstd -xOf "$W/fetched.airlock" entitlement.asc >"$W/entitlement.asc"
+declare -A NPORT
+for i in 1 2 3 4 5 6; do
+  "$B/airlock-node" init --dir "$W/node$i" --name "b$i" --role traffic --region eu >"$W/node$i.init"
+  "$B/airlock-node" trust --dir "$W/node$i" "$V/vendor.pub.asc" >/dev/null
+  NPORT[$i]=$(freeport)
+  "$B/airlock-node" serve --dir "$W/node$i" --listen 127.0.0.1:${NPORT[$i]} >"$W/node$i.log" 2>&1 & pids+=($!)
+done
+for i in 1 2 3 4 5 6; do waitport "${NPORT[$i]}"; done
+for i in 1 2 3; do
+  fp=$(grep -Eo '([0-9A-F]{2}:){31}[0-9A-F]{2}' "$W/node$i.init" | head -1)
+  AIRLOCK_REPO=$R "$B/airlock" node add "b$i" --url https://127.0.0.1:${NPORT[$i]} --token-file "$W/node$i/token" --fingerprint "$fp" >/dev/null
+done
+dist_ours=$(AIRLOCK_REPO=$R measure "'$B/airlock' distribute --no-progress >/dev/null 2>&1")
+: >"$W/curl.sh"
+for i in 4 5 6; do
+  tok=$(cat "$W/node$i/token")
+  for f in "$W"/data/*; do
+    sha=$(sha256sum "$f" | cut -c1-64)
+    echo "curl -sfk -o /dev/null -X PUT -H 'Authorization: Bearer $tok' --data-binary @'$W/entitlement.asc' https://127.0.0.1:${NPORT[$i]}/v1/staged/$sha/entitlement" >>"$W/curl.sh"
+    echo "curl -sfk -o /dev/null -T '$f' -H 'Authorization: Bearer $tok' -H 'X-Airlock-Offset: 0' https://127.0.0.1:${NPORT[$i]}/v1/staged/$sha" >>"$W/curl.sh"
+  done
+done
+dist_peer=$(measure "set -e; . '$W/curl.sh'")
+python3 - "$bytes" "$ours_w" "$peer_w" "$ours_v" "$peer_v" "$ours_i" "$(stat -c %s "$big")" "$dl_ours" "$dl_peer" "$fetch_ours" "$fetch_peer" "$dist_ours" "$dist_peer" <<'PY'
 import json, sys, os, platform
 n = int(sys.argv[1]); ow, pw, ov, pv, oi = (json.loads(a) for a in sys.argv[2:7])
-one = int(sys.argv[7]); dlo, dlp, fo, fp = (json.loads(a) for a in sys.argv[8:12])
+one = int(sys.argv[7]); dlo, dlp, fo, fp, do, dp = (json.loads(a) for a in sys.argv[8:14])
 def mbps(r): return n / r["seconds"] / 1e6
 def row(name, o, p, peer):
     print(f"| {name} | {mbps(o):.0f} | {o['maxrss_kib']/1024:.0f} | {mbps(p):.0f} | {p['maxrss_kib']/1024:.0f} | {mbps(o)/mbps(p):.2f}× | `{peer}` |")
@@ -122,7 +154,12 @@ print("| operation | airlock MB/s | airlock peak RSS MiB | peer MB/s | peer peak
 print("|---|---:|---:|---:|---:|---:|---|")
 row2(f"download one package ({one/2**20:.0f} MiB)", dlo, dlp, "curl from nginx (sendfile)", one)
 row2("airlock-fetch bundle, end to end", fo, fp, "curl ×4 from nginx; tar | zstd -3 -T0 | gpg --detach-sign", n)
-print("\nPeak RSS is the largest process of each side: for downloads that is curl, not the server.")
+print(f"\n### Restricted side, on loopback\n")
+print("| operation | airlock MB/s | airlock peak RSS MiB | peer MB/s | peer peak RSS MiB | ratio | peer |")
+print("|---|---:|---:|---:|---:|---:|---|")
+row2("distribute to 3 nodes (bytes sent)", do, dp, "curl -T of each file to each node, one after the other", 3 * n)
+print("\nPeak RSS is the largest process of each side: for downloads that is curl, not the server;")
+print("for distribute, the airlock process (the node agents are not counted on either side).")
 PY
 
 [[ ${GO_BENCH:-1} == 1 ]] || exit 0
