@@ -46,11 +46,17 @@
 // even one killed between acting and recording, never repeats a step or
 // installs a package twice.
 //
+// A wait-connections step polls a drained node until its client
+// connections have ended; if some are still open after the drain timeout,
+// the step fails (ErrDrainTimeout), leaving the node drained with nothing
+// installed on it, so that no install cuts a client.
+//
 // The first failed step stops the rollout with a *StepError naming the
 // rollout, the step, the node and its state; its cause gives the exit
-// code (a node that does not answer: 1; a refusal by the node, such as a
-// downgrade or unmet requirements: 4; a failed health gate or a
-// verification by the node: 3).
+// code (a node that does not answer, or client connections still open
+// after the drain timeout: 1; a refusal by the node, such as a downgrade
+// or unmet requirements: 4; a failed health gate or a verification by the
+// node: 3).
 //
 // # Concurrency
 //

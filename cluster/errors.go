@@ -39,6 +39,9 @@ var (
 	// ErrResume: install was given other options than those of the
 	// unfinished rollout it would resume (policy class).
 	ErrResume = fault.Policy("an unfinished rollout has other options")
+	// ErrDrainTimeout: a drained node still had client connections open
+	// when the drain timeout ran out (operational, exit 1).
+	ErrDrainTimeout = errors.New("drained node's client connections still open")
 	// ErrDistribute: one or more nodes failed during distribute
 	// (operational); see *DistributeError.
 	ErrDistribute = errors.New("distribute failed")

@@ -50,7 +50,10 @@ type InstallOptions struct {
 	// SkipSettle ignores settle delays.
 	SkipSettle bool
 	// DrainTimeout bounds each wait for a drained node's connections;
-	// zero means plan.DefaultDrainTimeout. After it the rollout goes on.
+	// zero means plan.DefaultDrainTimeout. A node with connections still
+	// open after it stops the rollout (ErrDrainTimeout), the node left
+	// drained and nothing installed on it; a node that cannot count its
+	// connections does not stop it.
 	DrainTimeout time.Duration
 	// JobTimeout bounds each install job on a node; zero means
 	// DefaultJobTimeout.
@@ -618,11 +621,14 @@ func (e *executor) waitConnections(ctx context.Context, c *Client, s *repo.Rollo
 			return result{state: repo.StepDone, seen: &ob}, nil
 		}
 		if !e.o.Now().Before(deadline) {
-			note := fmt.Sprintf("%d connection(s) still open after %s; going on", ob.Status.Connections, limit)
 			if ob.Status.Connections < 0 {
-				note = fmt.Sprintf("the node could not count its connections for %s (%s); going on", limit, ob.Status.ConnectionsError)
+				note := fmt.Sprintf("the node could not count its connections for %s (%s); going on", limit, ob.Status.ConnectionsError)
+				return result{state: repo.StepDone, seen: &ob, note: note}, nil
 			}
-			return result{state: repo.StepDone, seen: &ob, note: note}, nil
+			// Installing now could cut the clients that stayed: stop, with
+			// the node drained and nothing installed on it.
+			return result{}, fmt.Errorf("%w: node %s still has %d client connection(s) open %s after it was drained; nothing was installed on it and it stays drained: once its clients have moved to other nodes, rerun airlock install (it waits for them again)",
+				ErrDrainTimeout, c.Node(), ob.Status.Connections, limit)
 		}
 		if err := sleep(ctx, e.o.PollInterval); err != nil {
 			return result{}, err
