@@ -4,7 +4,6 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
 
 	"github.com/urfave/cli/v2"
@@ -94,7 +93,7 @@ func newApp() *cli.App {
 					&cli.IntFlag{Name: "max-uploads", Value: node.DefaultMaxUploads, Usage: "uploads received at a time"},
 					&cli.Int64Flag{Name: "max-unpack", Usage: "bytes one package may unpack to (0: 4 × its size + 1 GiB)"},
 					&cli.IntFlag{Name: "max-entries", Value: node.DefaultMaxEntries, Usage: "members one package archive may hold"},
-					&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+					cliapp.LogFormatFlag, cliapp.LogLevelFlag,
 				},
 				Action: func(c *cli.Context) error {
 					if err := cliapp.Need(c, "dir", "listen"); err != nil {
@@ -103,16 +102,16 @@ func newApp() *cli.App {
 					if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 						return err
 					}
-					var level slog.Level
-					if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-						return fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", fault.ErrUsage, c.String("log-level"))
+					logger, err := cliapp.Logger(c)
+					if err != nil {
+						return err
 					}
 					if c.Int64("max-unpack") < 0 || c.Int("max-uploads") < 1 || c.Int("max-entries") < 1 || c.Int("max-connections") < 1 ||
 						c.Duration("hook-timeout") <= 0 || c.Duration("control-hook-timeout") <= 0 {
 						return fmt.Errorf("%w: --max-unpack, --max-uploads, --max-entries, --max-connections, --hook-timeout and --control-hook-timeout must be positive", fault.ErrUsage)
 					}
 					opts := node.Options{
-						Logger:             slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level})),
+						Logger:             logger,
 						HookTimeout:        c.Duration("hook-timeout"),
 						ControlHookTimeout: c.Duration("control-hook-timeout"),
 						ServiceListen:      c.String("service-listen"),

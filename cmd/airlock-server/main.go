@@ -131,6 +131,7 @@ func newApp() *cli.App {
 					&cli.StringFlag{Name: "listen", Usage: "TCP address to listen on", Value: "127.0.0.1:8080"},
 					&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate file: serve HTTPS"},
 					&cli.StringFlag{Name: "tls-key", Usage: "PEM private key file of --tls-cert"},
+					cliapp.LogFormatFlag, cliapp.LogLevelFlag,
 				},
 				Action: func(c *cli.Context) error {
 					if err := cliapp.Need(c, "dir"); err != nil {
@@ -139,8 +140,14 @@ func newApp() *cli.App {
 					if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 						return err
 					}
+					logger, err := cliapp.Logger(c)
+					if err != nil {
+						return err
+					}
+					cfg := config(c)
+					cfg.Logger = logger
 					return server.RunServe(c.Context, server.ServeCommandOptions{
-						Config: config(c),
+						Config: cfg,
 						ServeOptions: server.ServeOptions{
 							Listen: c.String("listen"), TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"),
 						},

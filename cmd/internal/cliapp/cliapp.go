@@ -1,6 +1,8 @@
 // Package cliapp holds what the four airlock programs share in their main:
-// the signal-aware context, the version stamp, and the single place where an
-// error becomes an exit code. Only cmd/ imports it.
+// the signal-aware context, the version stamp, the single place where an
+// error becomes an exit code, the shared flags (logging among them), and the
+// hidden DocsCommand that prints manuals and shell completion scripts. Only
+// cmd/ imports it.
 package cliapp
 
 import (
@@ -61,7 +63,9 @@ func Run(ctx context.Context, app *cli.App, args []string, stderr io.Writer) int
 }
 
 // Prepare sets what every airlock program has in common: the version line,
-// no os.Exit from inside urfave/cli, usage errors classed as such.
+// no os.Exit from inside urfave/cli, usage errors classed as such, shell
+// completion, and the hidden DocsCommand. It may be called more than once
+// on the same app.
 func Prepare(app *cli.App) {
 	app.Version = Version + " (" + Commit + ")"
 	app.ExitErrHandler = func(*cli.Context, error) {}
@@ -74,6 +78,9 @@ func Prepare(app *cli.App) {
 	}
 	app.EnableBashCompletion = true
 	app.Suggest = true
+	if app.Command(DocsCommand) == nil {
+		app.Commands = append(app.Commands, docsCommand())
+	}
 	for _, c := range app.Commands {
 		prepareCommand(c)
 	}
