@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -74,6 +75,9 @@ type InstallOptions struct {
 	Hook func(point string) error
 	// Out receives one line per step; nil discards them.
 	Out io.Writer
+	// Events, if set, receives one JSON Event per line: the start of the
+	// rollout, each step done, a step failed, the finish (for scripts).
+	Events io.Writer
 	// Progress reports the uploads of distribute steps.
 	Progress progress.Reporter
 	// Distribute tunes distribute steps (StallTimeout, Open).
@@ -189,6 +193,7 @@ func Install(ctx context.Context, r *repo.Repo, o InstallOptions) (*repo.Rollout
 		return nil, err
 	}
 	fmt.Fprintf(o.Out, "rollout %d: %s, %d step(s)\n", started.ID, started.Strategy, len(started.Steps))
+	emit(o, Event{Event: "start", Rollout: started.ID, Strategy: started.Strategy, Steps: len(started.Steps)})
 	return execute(ctx, r, all, &started, o)
 }
 
@@ -226,6 +231,7 @@ func resume(ctx context.Context, r *repo.Repo, all []repo.Node, ro *repo.Rollout
 		}
 	}
 	fmt.Fprintf(o.Out, "rollout %d: resuming at step %d of %d (%d finished)\n", ro.ID, next+1, len(ro.Steps), next)
+	emit(o, Event{Event: "resume", Rollout: ro.ID, Strategy: ro.Strategy, Steps: len(ro.Steps), N: next + 1})
 	return execute(ctx, r, all, ro, o)
 }
 
@@ -393,6 +399,7 @@ func execute(ctx context.Context, r *repo.Repo, all []repo.Node, ro *repo.Rollou
 	}
 	*ro = fin
 	fmt.Fprintf(e.out, "rollout %d finished: %d step(s)\n", ro.ID, len(ro.Steps))
+	emit(e.o, Event{Event: "finish", Rollout: ro.ID, Strategy: ro.Strategy, Steps: len(ro.Steps)})
 	return ro, nil
 }
 
@@ -464,6 +471,8 @@ func (e *executor) failed(s repo.RolloutStep, cause error) error {
 	} else {
 		e.o.Logger.Error("record failed step", "rollout", e.ro.ID, "step", s.ID, "err", err)
 	}
+	emit(e.o, Event{Event: "failed", Rollout: e.ro.ID, Steps: len(e.ro.Steps), N: s.N, ID: s.ID, Kind: s.Kind, Node: s.Node,
+		Text: s.Text, State: se.State, Error: se.Error()})
 	return se
 }
 
@@ -478,6 +487,39 @@ func (e *executor) report(s repo.RolloutStep, res result, took time.Duration) {
 		line += fmt.Sprintf(" in %s", took.Round(100*time.Millisecond))
 	}
 	fmt.Fprintln(e.out, line)
+	emit(e.o, Event{Event: "step", Rollout: e.ro.ID, Steps: len(e.ro.Steps), N: s.N, ID: s.ID, Kind: s.Kind, Node: s.Node,
+		Text: s.Text, State: string(res.state), Note: res.note, Seconds: took.Seconds()})
+}
+
+// Event is one line of 'airlock install --json': what happened to the
+// rollout, in order. Fields that do not apply to an event are omitted.
+type Event struct {
+	// Event is start, resume, step, failed or finish.
+	Event    string  `json:"event"`
+	Rollout  uint64  `json:"rollout"`
+	Strategy string  `json:"strategy,omitempty"`
+	Steps    int     `json:"steps,omitempty"`
+	N        int     `json:"n,omitempty"`
+	ID       string  `json:"id,omitempty"`
+	Kind     string  `json:"kind,omitempty"`
+	Node     string  `json:"node,omitempty"`
+	Text     string  `json:"text,omitempty"`
+	State    string  `json:"state,omitempty"`
+	Note     string  `json:"note,omitempty"`
+	Error    string  `json:"error,omitempty"`
+	Seconds  float64 `json:"seconds,omitempty"`
+}
+
+// emit writes ev as one JSON line to o.Events, if set.
+func emit(o InstallOptions, ev Event) {
+	if o.Events == nil {
+		return
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return
+	}
+	o.Events.Write(append(b, '\n'))
 }
 
 // gate checks the health gates of the nodes touched so far and of the

@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -435,5 +436,75 @@ func TestInstallInterruptedAtEveryStep(t *testing.T) {
 				t.Errorf("%d runs for %d steps", runs, len(ro[0].Steps))
 			}
 		})
+	}
+}
+
+// TestInstallEvents: --json events describe the rollout in order: start,
+// one step event per step with its id, then finish; a step that fails
+// emits a failed event naming it, and the rerun emits resume.
+func TestInstallEvents(t *testing.T) {
+	rp := clustertest.NewRepo(t, clustertest.Standard(64<<10)...)
+	clustertest.Cluster(t, rp, node.Options{})
+	r := rp.Open(t)
+	defer r.Close()
+	ctx := context.Background()
+	decode := func(b *bytes.Buffer) []cluster.Event {
+		t.Helper()
+		var evs []cluster.Event
+		for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+			var ev cluster.Event
+			if err := json.Unmarshal([]byte(line), &ev); err != nil {
+				t.Fatalf("event line %q: %v", line, err)
+			}
+			evs = append(evs, ev)
+		}
+		return evs
+	}
+
+	if _, err := cluster.Distribute(ctx, r, cluster.DistributeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The third step fails once.
+	var out, events bytes.Buffer
+	o := installOptions("rolling", &out)
+	o.Events = &events
+	calls := 0
+	o.Hook = func(point string) error {
+		if point == cluster.HookStepExecuted {
+			if calls++; calls == 3 {
+				return errors.New("injected failure")
+			}
+		}
+		return nil
+	}
+	if _, err := cluster.Install(ctx, r, o); err == nil {
+		t.Fatal("install with an injected failure succeeded")
+	}
+	evs := decode(&events)
+	if len(evs) != 4 || evs[0].Event != "start" || evs[1].Event != "step" || evs[2].Event != "step" || evs[3].Event != "failed" {
+		t.Fatalf("events %+v, want start, step, step, failed", evs)
+	}
+	if f := evs[3]; f.N != 3 || f.ID == "" || !strings.Contains(f.Error, "injected failure") || f.Rollout != evs[0].Rollout {
+		t.Fatalf("failed event %+v", f)
+	}
+
+	events.Reset()
+	o.Hook = nil
+	ro, err := cluster.Install(ctx, r, o)
+	if err != nil {
+		t.Fatalf("rerun: %v\n%s", err, out.String())
+	}
+	evs = decode(&events)
+	if evs[0].Event != "resume" || evs[0].N != 3 || evs[len(evs)-1].Event != "finish" {
+		t.Fatalf("rerun events start with %+v and end with %+v", evs[0], evs[len(evs)-1])
+	}
+	steps := evs[1 : len(evs)-1]
+	if len(steps) != len(ro.Steps)-2 {
+		t.Fatalf("%d step events after resuming at step 3 of %d", len(steps), len(ro.Steps))
+	}
+	for i, ev := range steps {
+		if ev.Event != "step" || ev.N != i+3 || ev.ID != ro.Steps[i+2].ID || ev.State == "" {
+			t.Fatalf("step event %d: %+v, want step %d (%s)", i, ev, i+3, ro.Steps[i+2].ID)
+		}
 	}
 }

@@ -165,6 +165,7 @@ func clusterCommands() []*cli.Command {
 				&cli.BoolFlag{Name: "abandon", Usage: "abandon the unfinished rollout and plan afresh"},
 				&cli.DurationFlag{Name: "drain-timeout", Usage: "how long to wait for a drained node's connections to end", Value: plan.DefaultDrainTimeout},
 				&cli.DurationFlag{Name: "job-timeout", Usage: "how long one install may take on a node", Value: cluster.DefaultJobTimeout},
+				&cli.BoolFlag{Name: "json", Usage: "print one JSON event per line on stdout (start, step, failed, finish); the step lines go to stderr"},
 				cliapp.NoProgressFlag,
 			}),
 			Action: installAction,
@@ -190,15 +191,21 @@ func installAction(c *cli.Context) error {
 	if c.Duration("drain-timeout") <= 0 || c.Duration("job-timeout") <= 0 {
 		return fmt.Errorf("%w: install: --drain-timeout and --job-timeout must be positive", fault.ErrUsage)
 	}
+	stdout := c.App.Writer
+	var events io.Writer
+	if c.Bool("json") {
+		events, stdout = c.App.Writer, c.App.ErrWriter
+	}
 	return cluster.RunInstall(c.Context, cluster.InstallCmd{
 		Options: repoOptions(c),
 		InstallOptions: cluster.InstallOptions{
+			Events:   events,
 			Strategy: c.String("strategy"), Nodes: c.StringSlice("node"), MaxUnavailable: c.Int("max-unavailable"),
 			SkipSettle: c.Bool("skip-settle"), DrainTimeout: c.Duration("drain-timeout"), JobTimeout: c.Duration("job-timeout"),
 			DryRun: c.Bool("dry-run"), Abandon: c.Bool("abandon"), Confirm: confirm, Hook: hook,
 			Progress: cliapp.Progress(c),
 		},
-	}, c.App.Writer, c.App.ErrWriter)
+	}, stdout, c.App.ErrWriter)
 }
 
 // ask asks a yes/no question on the terminal; anything but yes declines.
