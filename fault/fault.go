@@ -8,7 +8,11 @@
 // and so on. Errors of no class are operational failures (exit 1).
 package fault
 
-import "errors"
+import (
+	"errors"
+	"strings"
+	"unicode"
+)
 
 // The class sentinels. Test with errors.Is; never return them bare.
 var (
@@ -67,3 +71,25 @@ func Policy(msg string) error { return &classed{msg, ErrPolicy} }
 
 // Usage returns a new sentinel error of the usage class.
 func Usage(msg string) error { return &classed{msg, ErrUsage} }
+
+// Printable makes untrusted text (a user ID, a server's message, a
+// library's error quoting its input) safe to put in a message for people:
+// control and other non-printing runes become '?', and it is cut to max
+// runes followed by "…". Messages quote such text only through it.
+func Printable(s string, max int) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range s {
+		if n == max {
+			b.WriteString("…")
+			break
+		}
+		if unicode.IsPrint(r) {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('?')
+		}
+		n++
+	}
+	return b.String()
+}

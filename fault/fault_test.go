@@ -33,3 +33,21 @@ func TestCode(t *testing.T) {
 		t.Error("distinct sentinels with the same text must not match")
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"Jane Courier <jane@example.org>", 100, "Jane Courier <jane@example.org>"},
+		{"evil\x1b[2J\nname\x00", 100, "evil?[2J?name?"},
+		{"ünïcödé ✓", 100, "ünïcödé ✓"},
+		{"abcdefghij", 5, "abcde…"},
+		{"abcde", 5, "abcde"},
+	} {
+		if got := Printable(tc.in, tc.max); got != tc.want {
+			t.Errorf("Printable(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
+		}
+	}
+}

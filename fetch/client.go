@@ -16,9 +16,9 @@ import (
 	"path"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/airlock-project/airlock/catalog"
+	"github.com/airlock-project/airlock/fault"
 )
 
 // DefaultIdleTimeout is how long a request may receive nothing (no response
@@ -313,21 +313,4 @@ func readAtMost(r io.Reader, limit int64) ([]byte, error) {
 
 // printable makes text from the server safe to print: control and
 // non-printing runes become '?', and it is cut to a sane length.
-func printable(s string) string {
-	const max = 300
-	var b strings.Builder
-	n := 0
-	for _, r := range s {
-		if n == max {
-			b.WriteString("…")
-			break
-		}
-		if unicode.IsPrint(r) {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('?')
-		}
-		n++
-	}
-	return b.String()
-}
+func printable(s string) string { return fault.Printable(s, 300) }

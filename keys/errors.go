@@ -2,9 +2,7 @@ package keys
 
 import (
 	"fmt"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/airlock-project/airlock/fault"
 )
@@ -90,21 +88,4 @@ func malformed(format string, args ...any) error { return verr(ErrMalformed, for
 // printable makes untrusted text (user IDs, go-crypto messages quoting
 // input) safe to put in an error message: control and non-printing runes
 // become '?', and it is cut to a sane length.
-func printable(s string) string {
-	const max = 200
-	var b strings.Builder
-	n := 0
-	for _, r := range s {
-		if n == max {
-			b.WriteString("…")
-			break
-		}
-		if unicode.IsPrint(r) {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('?')
-		}
-		n++
-	}
-	return b.String()
-}
+func printable(s string) string { return fault.Printable(s, 200) }

@@ -11,9 +11,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"github.com/airlock-project/airlock/atomicfile"
+	"github.com/airlock-project/airlock/fault"
 	"github.com/airlock-project/airlock/keys"
 	"github.com/airlock-project/airlock/progress"
 )
@@ -548,19 +548,4 @@ func dash(s string) string {
 
 // printable makes text from outside (user IDs, details) safe to print:
 // control and non-printing runes become '?', and it is cut to a sane length.
-func printable(s string) string {
-	const limit = 200
-	var b strings.Builder
-	for i, r := range []rune(s) {
-		if i == limit {
-			b.WriteString("…")
-			break
-		}
-		if unicode.IsPrint(r) {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('?')
-		}
-	}
-	return b.String()
-}
+func printable(s string) string { return fault.Printable(s, 200) }

@@ -254,11 +254,4 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // sanitize makes text from a key (a user ID) safe to print.
-func sanitize(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
-}
+func sanitize(s string) string { return fault.Printable(s, 200) }
