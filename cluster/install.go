@@ -387,6 +387,7 @@ func execute(ctx context.Context, r *repo.Repo, all []repo.Node, ro *repo.Rollou
 		if err := e.hook(HookStepRecorded); err != nil {
 			return ro, e.failed(s, err)
 		}
+		e.followRoles(s)
 		e.touch(s)
 		e.report(s, res, o.Now().Sub(start))
 	}
@@ -401,6 +402,31 @@ func execute(ctx context.Context, r *repo.Repo, all []repo.Node, ro *repo.Rollou
 	fmt.Fprintf(e.out, "rollout %d finished: %d step(s)\n", ro.ID, len(ro.Steps))
 	emit(e.o, Event{Event: "finish", Rollout: ro.ID, Strategy: ro.Strategy, Steps: len(ro.Steps)})
 	return ro, nil
+}
+
+// followRoles moves the registry's roles with a promote or re-pair step
+// that this rollout performed, so that status does not warn about it. The
+// registry is the operator's record, not a gate (plans use the roles the
+// nodes report), so a failure to update it is logged, not fatal.
+func (e *executor) followRoles(s repo.RolloutStep) {
+	var roles map[string]string
+	switch plan.StepKind(s.Kind) {
+	case plan.StepPromote:
+		roles = map[string]string{s.Node: plan.RolePrimary}
+		if s.Peer != "" {
+			roles[s.Peer] = plan.RoleBackup
+		}
+	case plan.StepPair:
+		roles = map[string]string{s.Node: plan.RoleBackup}
+		if s.Peer != "" {
+			roles[s.Peer] = plan.RolePrimary
+		}
+	default:
+		return
+	}
+	if err := e.r.SetRoles(roles); err != nil {
+		e.o.Logger.Error("record the new roles in the node registry", "rollout", e.ro.ID, "step", s.ID, "err", err)
+	}
 }
 
 // result is the outcome of one step.

@@ -100,6 +100,16 @@ func TestInstallStrategies(t *testing.T) {
 			if p := checkNewest(t, agents); p != tc.primary {
 				t.Errorf("primary is %s, want %s", p, tc.primary)
 			}
+			// The registry follows a failover that the rollout performed.
+			registered, err := r.Nodes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range registered {
+				if (n.Role == "primary") != (n.Name == tc.primary) {
+					t.Errorf("node %s is registered as %s after the rollout; the primary is %s", n.Name, n.Role, tc.primary)
+				}
+			}
 			succeededOnce(t, agents)
 			if ro.State != repo.RolloutFinished || ro.Next() != len(ro.Steps) {
 				t.Errorf("rollout %d is %s at step %d of %d", ro.ID, ro.State, ro.Next()+1, len(ro.Steps))

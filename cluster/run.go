@@ -322,7 +322,7 @@ func RunStatus(ctx context.Context, c StatusCmd, stdout, stderr io.Writer) error
 			ns.Warnings = append(ns.Warnings, fmt.Sprintf("clock is %s off this host's (more than %s): installs refuse to run until it is fixed", ob.Offset.Round(time.Second), MaxClockSkew))
 		}
 		if st.Role != n.Role {
-			ns.Warnings = append(ns.Warnings, fmt.Sprintf("registered as %s, now %s (a failover changed it)", n.Role, st.Role))
+			ns.Warnings = append(ns.Warnings, fmt.Sprintf("registered as %s, now %s: the role was changed outside airlock; if that is intended, record it with airlock node add %s … --role %s", n.Role, st.Role, n.Name, st.Role))
 		}
 		out[i] = ns
 	}

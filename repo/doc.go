@@ -94,7 +94,7 @@
 // `airlock audit --verify` prints can be recorded elsewhere to detect that.
 //
 // Actions recorded: init, trust.add, trust.remove, key.issue, key.revoke,
-// bundle.import; node.add, node.remove, cluster.distribute, rollout.start,
+// bundle.import; node.add, node.remove, node.role, cluster.distribute, rollout.start,
 // rollout.KIND for each change of a step's state (rollout.drain,
 // rollout.install, rollout.promote, …), rollout.finish, rollout.abandon.
 // Refusals are NOT recorded (see below).

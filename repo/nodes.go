@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -19,6 +21,7 @@ import (
 const (
 	ActionNodeAdd    = "node.add"
 	ActionNodeRemove = "node.remove"
+	ActionNodeRole   = "node.role"
 )
 
 // Buckets of the cluster registry (see the package documentation: they are
@@ -225,6 +228,50 @@ func (r *Repo) AddNode(n Node) (replaced *Node, err error) {
 		return nil, err
 	}
 	return replaced, nil
+}
+
+// SetRoles records new registered roles (name → role) in one transaction,
+// auditing each change: a failover performed by an airlock rollout
+// (promote, re-pair) moves the registry with it, so that status warns only
+// about role changes made behind airlock's back. An unknown node is
+// ErrNotFound; a node already in its role is left alone.
+func (r *Repo) SetRoles(roles map[string]string) error {
+	return r.Update(func(tx *Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketNodes)
+		if err != nil {
+			return err
+		}
+		for _, name := range slices.Sorted(maps.Keys(roles)) {
+			role := roles[name]
+			if !validRoles[role] {
+				return fmt.Errorf("%w: node %s: role %q: want primary, backup, traffic or management", ErrInvalid, name, role)
+			}
+			raw := b.Get([]byte(name))
+			if raw == nil {
+				return fmt.Errorf("%w: node %s is not registered", ErrNotFound, name)
+			}
+			var rec nodeRecord
+			if err := decodeRecord(bucketNodes, []byte(name), raw, &rec); err != nil {
+				return err
+			}
+			if rec.Role == role {
+				continue
+			}
+			details := struct {
+				Name string `json:"name"`
+				From string `json:"from"`
+				To   string `json:"to"`
+			}{name, rec.Role, role}
+			rec.Role = role
+			if err := putJSON(b, []byte(name), rec); err != nil {
+				return err
+			}
+			if _, err := tx.Audit(ActionNodeRole, details); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // RemoveNode unregisters the node name and audits it; its rollout history
