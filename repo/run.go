@@ -88,31 +88,18 @@ type TrustListCmd struct {
 
 // RunTrustList lists the trusted keys.
 func RunTrustList(ctx context.Context, c TrustListCmd, stdout, stderr io.Writer) error {
-	r, err := openRO(ctx, c.Options)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	list, err := r.TrustList()
-	if err != nil {
-		return err
-	}
-	if c.JSON {
-		return writeJSON(stdout, nonNil(list))
-	}
-	if len(list) == 0 {
-		fmt.Fprintln(stdout, "no trusted keys: add the vendor's with 'airlock trust add --role vendor FILE'")
-		return nil
-	}
-	tw := table(stdout, "ROLE", "FINGERPRINT", "USER ID", "EXPIRES", "ADDED")
-	for _, k := range list {
-		exp := "never"
-		if !k.Expires.IsZero() {
-			exp = stamp(k.Expires)
-		}
-		row(tw, k.Role, k.Fingerprint, printable(k.UserID), exp, stamp(k.Added))
-	}
-	return tw.Flush()
+	return listing[TrustedKey]{
+		fetch:  (*Repo).TrustList,
+		empty:  "no trusted keys: add the vendor's with 'airlock trust add --role vendor FILE'",
+		header: []string{"ROLE", "FINGERPRINT", "USER ID", "EXPIRES", "ADDED"},
+		row: func(k TrustedKey) []any {
+			exp := "never"
+			if !k.Expires.IsZero() {
+				exp = stamp(k.Expires)
+			}
+			return []any{k.Role, k.Fingerprint, printable(k.UserID), exp, stamp(k.Added)}
+		},
+	}.run(ctx, c.Options, c.JSON, stdout)
 }
 
 // TrustRemoveCmd is airlock trust remove.
@@ -218,27 +205,14 @@ type KeyListCmd struct {
 
 // RunKeyList lists the download keys with their states.
 func RunKeyList(ctx context.Context, c KeyListCmd, stdout, stderr io.Writer) error {
-	r, err := openRO(ctx, c.Options)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	list, err := r.Keys()
-	if err != nil {
-		return err
-	}
-	if c.JSON {
-		return writeJSON(stdout, nonNil(list))
-	}
-	if len(list) == 0 {
-		fmt.Fprintln(stdout, "no download keys: make one with 'airlock key new --out FILE'")
-		return nil
-	}
-	tw := table(stdout, "ID", "STATE", "ISSUED", "EXPIRES", "NODES", "BUNDLE")
-	for _, k := range list {
-		row(tw, k.ID, k.State, stamp(k.Issued), stamp(k.Expires), len(k.Nodes), dash(k.Bundle))
-	}
-	return tw.Flush()
+	return listing[KeyInfo]{
+		fetch:  (*Repo).Keys,
+		empty:  "no download keys: make one with 'airlock key new --out FILE'",
+		header: []string{"ID", "STATE", "ISSUED", "EXPIRES", "NODES", "BUNDLE"},
+		row: func(k KeyInfo) []any {
+			return []any{k.ID, k.State, stamp(k.Issued), stamp(k.Expires), len(k.Nodes), dash(k.Bundle)}
+		},
+	}.run(ctx, c.Options, c.JSON, stdout)
 }
 
 // KeyRevokeCmd is airlock key revoke.
@@ -346,60 +320,34 @@ type ListCmd struct {
 
 // RunList lists the stored packages.
 func RunList(ctx context.Context, c ListCmd, stdout, stderr io.Writer) error {
-	r, err := openRO(ctx, c.Options)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	list, err := r.Packages()
-	if err != nil {
-		return err
-	}
-	if c.JSON {
-		return writeJSON(stdout, list)
-	}
-	if len(list) == 0 {
-		fmt.Fprintln(stdout, "no packages: import a bundle with 'airlock import BUNDLE'")
-		return nil
-	}
-	tw := table(stdout, "PACKAGE", "KIND", "SIZE", "SHA256", "REQUIRES", "SETTLE", "REBOOT", "IMPORTED")
-	for _, p := range list {
-		req := make([]string, len(p.Requires))
-		for i, c := range p.Requires {
-			req[i] = c.String()
-		}
-		settle := "-"
-		if p.Settle > 0 {
-			settle = time.Duration(p.Settle).String()
-		}
-		row(tw, p.ID(), p.Kind, progress.Bytes(p.Size), p.SHA256.Short(), dash(strings.Join(req, ", ")), settle, p.Reboot, stamp(p.Imported))
-	}
-	return tw.Flush()
+	return listing[StoredPackage]{
+		fetch:  (*Repo).Packages,
+		empty:  "no packages: import a bundle with 'airlock import BUNDLE'",
+		header: []string{"PACKAGE", "KIND", "SIZE", "SHA256", "REQUIRES", "SETTLE", "REBOOT", "IMPORTED"},
+		row: func(p StoredPackage) []any {
+			req := make([]string, len(p.Requires))
+			for i, c := range p.Requires {
+				req[i] = c.String()
+			}
+			settle := "-"
+			if p.Settle > 0 {
+				settle = time.Duration(p.Settle).String()
+			}
+			return []any{p.ID(), p.Kind, progress.Bytes(p.Size), p.SHA256.Short(), dash(strings.Join(req, ", ")), settle, p.Reboot, stamp(p.Imported)}
+		},
+	}.run(ctx, c.Options, c.JSON, stdout)
 }
 
 // RunBundles lists the imported bundles.
 func RunBundles(ctx context.Context, c ListCmd, stdout, stderr io.Writer) error {
-	r, err := openRO(ctx, c.Options)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	list, err := r.Bundles()
-	if err != nil {
-		return err
-	}
-	if c.JSON {
-		return writeJSON(stdout, list)
-	}
-	if len(list) == 0 {
-		fmt.Fprintln(stdout, "no bundles imported yet")
-		return nil
-	}
-	tw := table(stdout, "BUNDLE", "KEY", "PACKAGES", "SIZE", "COURIER", "IMPORTED", "BY")
-	for _, b := range list {
-		row(tw, b.ID, b.KeyID, len(b.Packages), progress.Bytes(b.Size), b.Courier, stamp(b.Imported), b.Actor)
-	}
-	return tw.Flush()
+	return listing[BundleInfo]{
+		fetch:  (*Repo).Bundles,
+		empty:  "no bundles imported yet",
+		header: []string{"BUNDLE", "KEY", "PACKAGES", "SIZE", "COURIER", "IMPORTED", "BY"},
+		row: func(b BundleInfo) []any {
+			return []any{b.ID, b.KeyID, len(b.Packages), progress.Bytes(b.Size), b.Courier, stamp(b.Imported), b.Actor}
+		},
+	}.run(ctx, c.Options, c.JSON, stdout)
 }
 
 // AuditCmd is airlock audit.
@@ -496,6 +444,40 @@ func RunCheck(ctx context.Context, c CheckCmd, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "repository %s: %d package(s) (%s re-hashed), %d bundle(s), %d download key(s), %d trusted key(s), %d audit entries: no problems\n",
 		rep.Dir, rep.Packages, progress.Bytes(rep.Bytes), rep.Bundles, rep.Keys, rep.Trusted, rep.Audit.Entries)
 	return nil
+}
+
+// listing is the shape of every listing command: read the list from the
+// repository opened read-only, then print it as JSON (an empty list is [])
+// or, for people, as a table, with a hint instead of an empty one.
+type listing[T any] struct {
+	fetch  func(*Repo) ([]T, error)
+	empty  string
+	header []string
+	row    func(T) []any
+}
+
+func (l listing[T]) run(ctx context.Context, o Options, asJSON bool, stdout io.Writer) error {
+	r, err := openRO(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	list, err := l.fetch(r)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(stdout, nonNil(list))
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(stdout, l.empty)
+		return nil
+	}
+	tw := table(stdout, l.header...)
+	for _, x := range list {
+		row(tw, l.row(x)...)
+	}
+	return tw.Flush()
 }
 
 func openRO(ctx context.Context, o Options) (*Repo, error) {
