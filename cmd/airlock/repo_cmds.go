@@ -25,10 +25,10 @@ func repoCommands() []*cli.Command {
 				cliapp.JSONFlag,
 			}),
 			Action: func(c *cli.Context) error {
-				if _, err := positional(c, 0, 0, "no arguments"); err != nil {
+				if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 					return err
 				}
-				if err := need(c, "site"); err != nil {
+				if err := cliapp.Need(c, "site"); err != nil {
 					return err
 				}
 				return repo.RunInit(c.Context, repo.InitCmd{Options: repoOptions(c), Site: c.String("site"), JSON: c.Bool("json")},
@@ -47,11 +47,11 @@ func repoCommands() []*cli.Command {
 						&cli.StringFlag{Name: "role", Usage: "`ROLE` of the key: vendor or courier"},
 					}),
 					Action: func(c *cli.Context) error {
-						args, err := positional(c, 1, 1, "one public key FILE")
+						args, err := cliapp.Args(c, 1, 1, "one public key FILE")
 						if err != nil {
 							return err
 						}
-						if err := need(c, "role"); err != nil {
+						if err := cliapp.Need(c, "role"); err != nil {
 							return err
 						}
 						return repo.RunTrustAdd(c.Context, repo.TrustAddCmd{Options: repoOptions(c), Role: c.String("role"), File: args[0]},
@@ -64,7 +64,7 @@ func repoCommands() []*cli.Command {
 					ArgsUsage: " ",
 					Flags:     flags(repoFlags(), []cli.Flag{cliapp.JSONFlag}),
 					Action: func(c *cli.Context) error {
-						if _, err := positional(c, 0, 0, "no arguments"); err != nil {
+						if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 							return err
 						}
 						return repo.RunTrustList(c.Context, repo.TrustListCmd{Options: repoOptions(c), JSON: c.Bool("json")},
@@ -77,7 +77,7 @@ func repoCommands() []*cli.Command {
 					ArgsUsage: "FINGERPRINT",
 					Flags:     repoFlags(),
 					Action: func(c *cli.Context) error {
-						args, err := positional(c, 1, 1, "one key FINGERPRINT")
+						args, err := cliapp.Args(c, 1, 1, "one key FINGERPRINT")
 						if err != nil {
 							return err
 						}
@@ -102,10 +102,10 @@ func repoCommands() []*cli.Command {
 						cliapp.JSONFlag,
 					}),
 					Action: func(c *cli.Context) error {
-						if _, err := positional(c, 0, 0, "no arguments"); err != nil {
+						if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 							return err
 						}
-						if err := need(c, "out"); err != nil {
+						if err := cliapp.Need(c, "out"); err != nil {
 							return err
 						}
 						return repo.RunKeyNew(c.Context, repo.KeyNewCmd{
@@ -120,7 +120,7 @@ func repoCommands() []*cli.Command {
 					ArgsUsage: " ",
 					Flags:     flags(repoFlags(), []cli.Flag{cliapp.JSONFlag}),
 					Action: func(c *cli.Context) error {
-						if _, err := positional(c, 0, 0, "no arguments"); err != nil {
+						if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 							return err
 						}
 						return repo.RunKeyList(c.Context, repo.KeyListCmd{Options: repoOptions(c), JSON: c.Bool("json")},
@@ -133,7 +133,7 @@ func repoCommands() []*cli.Command {
 					ArgsUsage: "ID",
 					Flags:     repoFlags(),
 					Action: func(c *cli.Context) error {
-						args, err := positional(c, 1, 1, "one download key ID")
+						args, err := cliapp.Args(c, 1, 1, "one download key ID")
 						if err != nil {
 							return err
 						}
@@ -188,7 +188,7 @@ func repoCommands() []*cli.Command {
 				cliapp.JSONFlag,
 			}),
 			Action: func(c *cli.Context) error {
-				if _, err := positional(c, 0, 0, "no arguments"); err != nil {
+				if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 					return err
 				}
 				return repo.RunAudit(c.Context, repo.AuditCmd{Options: repoOptions(c), Verify: c.Bool("verify"), JSON: c.Bool("json")},
@@ -205,7 +205,7 @@ func repoCommands() []*cli.Command {
 				cliapp.JSONFlag, cliapp.NoProgressFlag,
 			}),
 			Action: func(c *cli.Context) error {
-				if _, err := positional(c, 0, 0, "no arguments"); err != nil {
+				if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 					return err
 				}
 				return repo.RunCheck(c.Context, repo.CheckCmd{
@@ -219,7 +219,7 @@ func repoCommands() []*cli.Command {
 
 // bundleAction runs verify or import.
 func bundleAction(c *cli.Context, run func(ctx context.Context, cmd repo.ImportCmd, stdout, stderr io.Writer) error) error {
-	args, err := positional(c, 1, 1, "one BUNDLE (a bundle file or its first volume NAME.001)")
+	args, err := cliapp.Args(c, 1, 1, "one BUNDLE (a bundle file or its first volume NAME.001)")
 	if err != nil {
 		return err
 	}
@@ -241,7 +241,7 @@ func bundleAction(c *cli.Context, run func(ctx context.Context, cmd repo.ImportC
 
 // listAction runs list or bundles.
 func listAction(c *cli.Context, run func(ctx context.Context, cmd repo.ListCmd, stdout, stderr io.Writer) error) error {
-	if _, err := positional(c, 0, 0, "no arguments"); err != nil {
+	if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 		return err
 	}
 	return run(c.Context, repo.ListCmd{Options: repoOptions(c), JSON: c.Bool("json")}, c.App.Writer, c.App.ErrWriter)
