@@ -250,18 +250,25 @@ func (r *Repo) UnfinishedRollout() (*Rollout, error) {
 // GetRollout returns rollout id, or an error matching ErrNotFound.
 func (r *Repo) GetRollout(id uint64) (Rollout, error) {
 	var ro Rollout
-	err := r.View(func(tx *Tx) error {
-		b := tx.Bucket(bucketRollouts)
-		var v []byte
-		if b != nil {
-			v = b.Get(seqKey(id))
-		}
-		if v == nil {
-			return fmt.Errorf("%w: no rollout %d", ErrNotFound, id)
-		}
-		return decodeRecord(bucketRollouts, seqKey(id), v, &ro)
+	err := r.View(func(tx *Tx) (err error) {
+		ro, err = loadRollout(tx, id)
+		return err
 	})
 	return ro, err
+}
+
+// loadRollout reads rollout id in tx, or returns an error matching
+// ErrNotFound.
+func loadRollout(tx *Tx, id uint64) (Rollout, error) {
+	var ro Rollout
+	var v []byte
+	if b := tx.Bucket(bucketRollouts); b != nil {
+		v = b.Get(seqKey(id))
+	}
+	if v == nil {
+		return ro, fmt.Errorf("%w: no rollout %d", ErrNotFound, id)
+	}
+	return ro, decodeRecord(bucketRollouts, seqKey(id), v, &ro)
 }
 
 // Rollouts returns every rollout, oldest first.
@@ -307,15 +314,8 @@ func (r *Repo) UpdateStep(id uint64, stepID string, u StepUpdate) (Rollout, erro
 	var ro Rollout
 	now := r.opts.now().UTC()
 	err := r.Update(func(tx *Tx) error {
-		b := tx.Bucket(bucketRollouts)
-		var v []byte
-		if b != nil {
-			v = b.Get(seqKey(id))
-		}
-		if v == nil {
-			return fmt.Errorf("%w: no rollout %d", ErrNotFound, id)
-		}
-		if err := decodeRecord(bucketRollouts, seqKey(id), v, &ro); err != nil {
+		var err error
+		if ro, err = loadRollout(tx, id); err != nil {
 			return err
 		}
 		if !ro.Unfinished() {
@@ -338,7 +338,7 @@ func (r *Repo) UpdateStep(id uint64, stepID string, u StepUpdate) (Rollout, erro
 		} else {
 			ro.State, ro.Error = RolloutRunning, ""
 		}
-		if err := putJSON(b, seqKey(id), ro); err != nil {
+		if err := putJSON(tx.Bucket(bucketRollouts), seqKey(id), ro); err != nil {
 			return err
 		}
 		if s.Kind == "install" && s.State == StepDone && s.Package != nil && s.Node != "" {
@@ -368,7 +368,7 @@ func (r *Repo) UpdateStep(id uint64, stepID string, u StepUpdate) (Rollout, erro
 		if s.Package != nil {
 			details.Package = s.Package.ID()
 		}
-		_, err := tx.Audit(actionStepPrefix+s.Kind, details)
+		_, err = tx.Audit(actionStepPrefix+s.Kind, details)
 		return err
 	})
 	return ro, err
@@ -384,15 +384,8 @@ func (r *Repo) FinishRollout(id uint64, state RolloutState) (Rollout, error) {
 	var ro Rollout
 	now := r.opts.now().UTC()
 	err := r.Update(func(tx *Tx) error {
-		b := tx.Bucket(bucketRollouts)
-		var v []byte
-		if b != nil {
-			v = b.Get(seqKey(id))
-		}
-		if v == nil {
-			return fmt.Errorf("%w: no rollout %d", ErrNotFound, id)
-		}
-		if err := decodeRecord(bucketRollouts, seqKey(id), v, &ro); err != nil {
+		var err error
+		if ro, err = loadRollout(tx, id); err != nil {
 			return err
 		}
 		if !ro.Unfinished() {
@@ -404,14 +397,14 @@ func (r *Repo) FinishRollout(id uint64, state RolloutState) (Rollout, error) {
 			}
 		}
 		ro.State, ro.Finished = state, now
-		if err := putJSON(b, seqKey(id), ro); err != nil {
+		if err := putJSON(tx.Bucket(bucketRollouts), seqKey(id), ro); err != nil {
 			return err
 		}
 		action := ActionRolloutFinish
 		if state == RolloutAbandoned {
 			action = ActionRolloutAbandon
 		}
-		_, err := tx.Audit(action, struct {
+		_, err = tx.Audit(action, struct {
 			ID    uint64 `json:"id"`
 			Steps int    `json:"steps"`
 			Done  int    `json:"done"`
