@@ -5,6 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
+	"hash"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -142,5 +145,58 @@ func assertOnly(t *testing.T, s *Store, want ...catalog.Digest) {
 		if got[i] != want[i] {
 			t.Fatalf("store holds %s, want %s", got[i].Short(), want[i].Short())
 		}
+	}
+}
+
+// checkingReader stands for a bundle package reader: it fails instead of
+// returning io.EOF unless what it yielded hashes to want.
+type checkingReader struct {
+	r    io.Reader
+	h    hash.Hash
+	want catalog.Digest
+}
+
+func (c *checkingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	if err == io.EOF && catalog.SumOf(c.h) != c.want {
+		return n, fmt.Errorf("%w: stream does not hash to %s", ErrDigest, c.want.Short())
+	}
+	return n, err
+}
+
+func TestIngestVerified(t *testing.T) {
+	ctx := context.Background()
+	s, _ := Open(t.TempDir())
+	data := bytes.Repeat([]byte("verified once"), 5000)
+	d := digestOf(data)
+	verifying := func(b []byte) io.Reader { return &checkingReader{r: bytes.NewReader(b), h: sha256.New(), want: d} }
+
+	p, err := s.IngestVerified(ctx, verifying(data), d, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(d, int64(len(data))); err != nil {
+		t.Fatalf("stored blob: %v", err)
+	}
+
+	other, _ := Open(t.TempDir())
+	bad := bytes.Clone(data)
+	bad[100] ^= 1
+	if _, err := other.IngestVerified(ctx, verifying(bad), d, int64(len(bad))); !errors.Is(err, ErrDigest) {
+		t.Fatalf("tampered stream: %v, want the stream's digest error", err)
+	}
+	if _, err := other.IngestVerified(ctx, verifying(append(bytes.Clone(data), 'x')), d, int64(len(data))); !errors.Is(err, ErrSize) {
+		t.Fatalf("long stream: %v, want ErrSize", err)
+	}
+	if _, err := other.IngestVerified(ctx, verifying(data), catalog.Digest{}, -1); err == nil {
+		t.Fatal("IngestVerified without a digest accepted")
+	}
+	assertOnly(t, other)
+	if ents, _ := os.ReadDir(other.root); len(ents) != 0 {
+		t.Errorf("refused ingests left %d entries behind", len(ents))
 	}
 }

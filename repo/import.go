@@ -393,7 +393,9 @@ func (r *Repo) Import(ctx context.Context, path string, opts ImportOptions) (*Im
 		if _, err := os.Stat(shard); errors.Is(err, fs.ErrNotExist) {
 			created = append(created, shard)
 		}
-		pe, err := r.blobs.Ingest(ctx, data, p.SHA256, p.Size)
+		// data fails unless it hashes to p.SHA256 (verify.Sink): no
+		// second hash of every byte.
+		pe, err := r.blobs.IngestVerified(ctx, data, p.SHA256, p.Size)
 		if err != nil {
 			return fmt.Errorf("package %s: %w", p, err)
 		}

@@ -194,7 +194,7 @@ func read(ctx context.Context, keyDir, blobDir string, args []string) (int64, er
 			return 0, err
 		}
 		sink = func(ctx context.Context, p catalog.Package, data io.Reader) error {
-			pd, err := store.Ingest(ctx, data, p.SHA256, p.Size)
+			pd, err := store.IngestVerified(ctx, data, p.SHA256, p.Size)
 			if err != nil {
 				return err
 			}
