@@ -92,15 +92,18 @@ func (o Options) crash(point string) {
 // it. Its methods are safe for concurrent use; installs run one at a time in
 // Run.
 type Agent struct {
-	dir   string
-	opts  Options
-	log   *slog.Logger
-	token [sha256.Size]byte // SHA-256 of the bearer token
-	blobs *blob.Store
-	lock  *os.File
-	queue chan string
-	slots chan struct{} // upload slots
-	svc   *service      // the reference client service; nil without Options.ServiceListen
+	dir string
+	// absDir is dir made absolute, for the hooks, which run in other
+	// working directories.
+	absDir string
+	opts   Options
+	log    *slog.Logger
+	token  [sha256.Size]byte // SHA-256 of the bearer token
+	blobs  *blob.Store
+	lock   *os.File
+	queue  chan string
+	slots  chan struct{} // upload slots
+	svc    *service      // the reference client service; nil without Options.ServiceListen
 	// ctl is held (one token) while a drain, undrain or role change runs,
 	// so that their hooks and state changes happen one at a time.
 	ctl chan struct{}
@@ -147,9 +150,13 @@ func Open(dir string, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	lf, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	absDir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", st.Name, err)
+	}
+	lf, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: lock the node directory: %w", st.Name, err)
 	}
 	ok, err := lockFile(lf)
 	if err != nil || !ok {
@@ -157,9 +164,9 @@ func Open(dir string, opts Options) (*Agent, error) {
 		if err != nil {
 			return nil, fmt.Errorf("node %s: lock %s: %w", st.Name, lf.Name(), err)
 		}
-		return nil, fmt.Errorf("%w: another airlock-node serves node %s from %s; stop it first", ErrInUse, st.Name, dir)
+		return nil, fmt.Errorf("%w: another airlock-node serves node %s from %s (it holds %s); stop it first", ErrInUse, st.Name, dir, lf.Name())
 	}
-	a := &Agent{dir: dir, opts: opts, log: opts.Logger.With("node", st.Name), lock: lf, st: st,
+	a := &Agent{dir: dir, absDir: absDir, opts: opts, log: opts.Logger.With("node", st.Name), lock: lf, st: st,
 		queue: make(chan string, opts.MaxQueue), slots: make(chan struct{}, opts.MaxUploads),
 		ctl: make(chan struct{}, 1), counting: make(chan struct{}, 1),
 		staged: map[catalog.Digest]catalog.Package{}, uploading: map[catalog.Digest]bool{}, settling: map[string]bool{}}
@@ -180,16 +187,18 @@ func Open(dir string, opts Options) (*Agent, error) {
 func (a *Agent) open() error {
 	tok, err := os.ReadFile(tokenPath(a.dir))
 	if err != nil {
-		return fmt.Errorf("node %s: bearer token: %w", a.st.Name, err)
+		return fmt.Errorf("node %s: bearer token: %w; restore it from a backup, or %s", a.st.Name, err, startOver(a.dir))
 	}
 	t := strings.TrimSpace(string(tok))
 	if len(t) < 32 {
-		return fmt.Errorf("node %s: bearer token in %s is shorter than 32 characters; run init again in a new directory", a.st.Name, tokenPath(a.dir))
+		// Never quote the token, even a damaged one.
+		return fmt.Errorf("node %s: %w", a.st.Name, &stateError{path: tokenPath(a.dir), problem: "the bearer token is shorter than 32 characters",
+			next: "restore it from a backup, or " + startOver(a.dir)})
 	}
 	a.token = sha256.Sum256([]byte(t))
 	trust, err := loadTrust(a.dir)
 	if err != nil {
-		return fmt.Errorf("node %s: %w", a.st.Name, err)
+		return fmt.Errorf("node %s: %w", a.st.Name, trustAdvice(err, a.dir))
 	}
 	for _, d := range []string{"entitlements", "staging", "staged", "releases", "hooks"} {
 		if err := os.MkdirAll(filepath.Join(a.dir, d), 0o755); err != nil {
@@ -197,13 +206,13 @@ func (a *Agent) open() error {
 		}
 	}
 	if a.blobs, err = blob.Open(filepath.Join(a.dir, "staged")); err != nil {
-		return fmt.Errorf("node %s: %w", a.st.Name, err)
+		return fmt.Errorf("node %s: staged store: %w", a.st.Name, err)
 	}
 	if _, err := a.blobs.Clean(); err != nil {
 		return fmt.Errorf("node %s: clean staged store: %w", a.st.Name, err)
 	}
 	if err := removeTemps(filepath.Join(a.dir, "entitlements")); err != nil {
-		return fmt.Errorf("node %s: %w", a.st.Name, err)
+		return fmt.Errorf("node %s: clean entitlements: %w", a.st.Name, err)
 	}
 
 	if _, err := os.Lstat(a.hookPath(HookConnections)); err == nil {
@@ -226,13 +235,13 @@ func (a *Agent) open() error {
 	}
 	if changed {
 		if err := a.st.save(a.dir); err != nil {
-			return err
+			return fmt.Errorf("node %s: record the repaired state: %w", a.st.Name, err)
 		}
 	}
 
 	ents, err := os.ReadDir(filepath.Join(a.dir, "entitlements"))
 	if err != nil {
-		return err
+		return fmt.Errorf("node %s: %w", a.st.Name, err)
 	}
 	for _, e := range ents {
 		hexd, ok := strings.CutSuffix(e.Name(), ".asc")
@@ -367,14 +376,14 @@ func (a *Agent) Submit(d catalog.Digest) (Job, error) {
 		if err := a.installedBefore(d); err != nil {
 			return Job{}, err
 		}
-		return Job{}, fmt.Errorf("%w: node %s has no package %s; stage it first (PUT /v1/staged/%s/entitlement, then the data)", ErrNotStaged, a.Name(), d.Short(), d)
+		return Job{}, fmt.Errorf("%w: node %s has neither the entitlement nor the data of package %s", ErrNotStaged, a.Name(), d.Short())
 	}
 	if err != nil {
 		return Job{}, err
 	}
 	if n, err := a.blobs.Stat(d); err != nil || n != p.Size {
 		have := a.partialSize(d)
-		return Job{}, fmt.Errorf("%w: package %s is not completely staged on node %s (%d of %d bytes); finish the upload first", ErrNotStaged, p, a.Name(), have, p.Size)
+		return Job{}, fmt.Errorf("%w: node %s holds %d of the %d bytes of package %s", ErrNotStaged, a.Name(), have, p.Size, p)
 	}
 
 	a.mu.Lock()
@@ -393,7 +402,7 @@ func (a *Agent) Submit(d catalog.Digest) (Job, error) {
 		return Job{}, err
 	}
 	if len(a.queue) == cap(a.queue) {
-		return Job{}, fmt.Errorf("%w: node %s has %d installs queued; wait for them", ErrBusy, a.st.Name, cap(a.queue))
+		return Job{}, fmt.Errorf("%w: node %s has %d installs queued; retry once they have run", ErrBusy, a.st.Name, cap(a.queue))
 	}
 	id, err := newJobID()
 	if err != nil {
@@ -404,7 +413,7 @@ func (a *Agent) Submit(d catalog.Digest) (Job, error) {
 	a.st.pruneJobs()
 	if err := a.st.save(a.dir); err != nil {
 		a.st.Jobs = a.st.Jobs[:len(a.st.Jobs)-1]
-		return Job{}, fmt.Errorf("node %s: %w", a.st.Name, err)
+		return Job{}, fmt.Errorf("node %s: record the install job of %s: %w", a.st.Name, p, err)
 	}
 	a.queue <- id // never blocks: capacity checked under a.mu, the only sender
 	a.log.Info("install queued", "job", id, "package", p.String())
@@ -437,9 +446,9 @@ func (a *Agent) policyCheck(p catalog.Package, installed map[string]catalog.Vers
 	if v, ok := installed[p.Name]; ok {
 		switch c := p.Version.Compare(v); {
 		case c == 0:
-			return fmt.Errorf("%w: node %s already has %s %s (package %s); nothing to do", ErrAlreadyInstalled, a.st.Name, p.Name, v, p)
+			return fmt.Errorf("%w: node %s already has %s %s, the version of package %s; nothing to do", ErrAlreadyInstalled, a.st.Name, p.Name, v, p)
 		case c < 0:
-			return fmt.Errorf("%w: node %s has %s %s, newer than package %s; a downgrade is never installed", ErrDowngrade, a.st.Name, p.Name, v, p)
+			return fmt.Errorf("%w: node %s has %s %s, newer than package %s; a downgrade is never installed: leave the node at %s %s", ErrDowngrade, a.st.Name, p.Name, v, p, p.Name, v)
 		}
 	}
 	var unmet []string
@@ -447,11 +456,11 @@ func (a *Agent) policyCheck(p catalog.Package, installed map[string]catalog.Vers
 		if c.SatisfiedBy(installed) {
 			continue
 		}
-		have := "not installed"
+		have := "node has no " + c.Name
 		if v, ok := installed[c.Name]; ok {
-			have = "has " + v.String()
+			have = "node has " + v.String()
 		}
-		unmet = append(unmet, fmt.Sprintf("%s (node %s)", c, have))
+		unmet = append(unmet, fmt.Sprintf("%s (%s)", c, have))
 	}
 	if len(unmet) > 0 {
 		return fmt.Errorf("%w: package %s needs %s on node %s; install those versions first", ErrRequires, p, strings.Join(unmet, ", "), a.st.Name)

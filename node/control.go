@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/airlock-project/airlock/fault"
 )
 
 // maxConnectionsOutput bounds what hooks/connections may print.
@@ -18,7 +20,7 @@ type connCount struct {
 	err  string // why n is -1
 }
 
-func (a *Agent) hookPath(hook string) string { return filepath.Join(a.dir, "hooks", hook) }
+func (a *Agent) hookPath(hook string) string { return filepath.Join(a.absDir, "hooks", hook) }
 
 // controlHook describes a run of one of the drain, undrain, connections,
 // promote and demote hooks: arguments NAME and extra, in the node
@@ -31,8 +33,8 @@ func (a *Agent) controlHook(hook string, extra []string, env ...string) hookCall
 	if a.svc != nil {
 		svc = a.svc.addr
 	}
-	return hookCall{hook: hook, args: append([]string{name}, extra...), dir: a.dir, timeout: a.opts.ControlHookTimeout,
-		env: append([]string{"AIRLOCK_DIR=" + a.dir, "AIRLOCK_REGION=" + region, "AIRLOCK_SERVICE=" + svc}, env...)}
+	return hookCall{hook: hook, args: append([]string{name}, extra...), dir: a.absDir, timeout: a.opts.ControlHookTimeout, flag: "--control-hook-timeout",
+		env: append([]string{"AIRLOCK_DIR=" + a.absDir, "AIRLOCK_REGION=" + region, "AIRLOCK_SERVICE=" + svc}, env...)}
 }
 
 // control takes the control token (see Agent.ctl), or returns ctx's error.
@@ -75,7 +77,7 @@ func (a *Agent) SetDrained(ctx context.Context, drained bool) error {
 	if err != nil {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		return fmt.Errorf("%w; node %s stays %s: fix the hook and %s again", err, a.st.Name, drainWord(a.st.Drained), verb)
+		return fmt.Errorf("%w; node %s stays %s: %s", err, a.st.Name, drainWord(a.st.Drained), hookFix(err, verb+" again"))
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -103,7 +105,7 @@ func (a *Agent) SetDrained(ctx context.Context, drained bool) error {
 // node already has runs no hook and changes nothing.
 func (a *Agent) SetRole(ctx context.Context, role string) error {
 	if !ValidRole(role) {
-		return fmt.Errorf("%w: role %q: want primary, backup, traffic or management", ErrBadRequest, role)
+		return fmt.Errorf("%w: node %s: role %q: want primary, backup, traffic or management", ErrBadRequest, a.Name(), fault.Printable(role, 64))
 	}
 	if err := a.control(ctx); err != nil {
 		return err
@@ -125,7 +127,7 @@ func (a *Agent) SetRole(ctx context.Context, role string) error {
 	if hook != "" {
 		h := a.controlHook(hook, []string{old, role}, "AIRLOCK_ROLE="+role, "AIRLOCK_PREVIOUS_ROLE="+old)
 		if _, err := a.runHook(ctx, h, a.log); err != nil {
-			return fmt.Errorf("%w; node %s stays %s: fix the hook and change the role again", err, a.Name(), old)
+			return fmt.Errorf("%w; node %s stays %s: %s", err, a.Name(), old, hookFix(err, "change the role again"))
 		}
 	}
 	a.mu.Lock()

@@ -84,7 +84,8 @@
 //  1. unpack into D/releases/<name>/.tmp-<ver>-*, hashing the staged file in
 //     the same pass; its size and SHA-256 must match the signature;
 //  2. rename the directory to D/releases/<name>/<ver>;
-//  3. run hooks/pre-install NAME VERSION RELEASE_DIR (a failure aborts);
+//  3. run hooks/pre-install NAME VERSION RELEASE_DIR in RELEASE_DIR, the
+//     absolute path of the new release (a failure aborts);
 //  4. switch current: a symlink made under a temporary name, renamed over
 //     current;
 //  5. run hooks/post-install NAME VERSION RELEASE_DIR (a failure switches
@@ -144,7 +145,8 @@
 // role change or an install, and have no idle limit.
 //
 // The hooks are optional executables in D/hooks, run in D with the
-// agent's environment plus AIRLOCK_HOOK, AIRLOCK_NODE, AIRLOCK_DIR,
+// agent's environment plus AIRLOCK_HOOK, AIRLOCK_NODE, AIRLOCK_DIR (D as
+// an absolute path, whatever --dir was given),
 // AIRLOCK_REGION and AIRLOCK_SERVICE (the reference service's address or
 // ""), in their own process group, killed after Options.ControlHookTimeout.
 // Each is looked up on every use; a missing hook is skipped.
@@ -172,6 +174,21 @@
 // restart; the reference service starts refusing if the node was drained.
 // The reference service follows the drained flag whether or not drain
 // hooks exist; hooks/connections, when present, replaces its count.
+//
+// # Errors
+//
+// Every error names the node, and the package, file or hook concerned, and
+// says what to do where the node can tell: an API error's text reaches the
+// operator inside airlock's messages, and airlock's exit code follows its
+// code (see APIError). Refusals for keys the node lacks (untrusted-signer,
+// no-vendor-key, unauthorized) state the fact and leave the remedy to the
+// client, which knows how it registered the node. Neither an answer nor a
+// log line ever holds the bearer token. The commands' errors (RunInit,
+// RunTrust, RunServe, RunStatus) carry the class of their exit code: usage
+// for flags and directories (ErrNotInitialized, ErrInitialized,
+// ErrNoVendorKey), verification for key files that are not acceptable
+// vendor keys and for a damaged node directory (ErrState), policy for a
+// directory another agent serves (ErrInUse); the rest are operational.
 //
 // # Archives
 //

@@ -23,10 +23,16 @@ var (
 	// ErrNoVendorKey: the node trusts no vendor key yet (usage class: run
 	// airlock-node trust).
 	ErrNoVendorKey = fault.Usage("no vendor key trusted")
-	// ErrInitialized: init was asked to overwrite an existing node.
+	// ErrInitialized: init was asked to overwrite an existing node (usage
+	// class).
 	ErrInitialized = fault.Usage("node directory already initialised")
 	// ErrNotInitialized: the directory holds no node.
 	ErrNotInitialized = fault.Usage("not a node directory")
+	// ErrState: a file of the node directory itself (state.json, the TLS
+	// certificate and key, the token) is damaged, or state.json has a
+	// format this airlock-node does not know (verification class, exit 3).
+	// The error names the file and says how to recover; nothing is changed.
+	ErrState = fault.Verification("unreadable node state")
 	// ErrInUse: another agent serves the directory (policy class, like a
 	// repository in use).
 	ErrInUse = fault.Policy("node directory in use")
@@ -56,9 +62,9 @@ var (
 	// ErrNotStaged: install of a package that is not completely staged (409).
 	ErrNotStaged = errors.New("package not staged")
 
-	// ErrDowngrade: the package is older than, or the same version as,
-	// what the node has installed (policy class, 409).
-	ErrDowngrade = fault.Policy("downgrade or reinstall refused")
+	// ErrDowngrade: the package is older than what the node has installed
+	// (policy class, 409).
+	ErrDowngrade = fault.Policy("downgrade refused")
 	// ErrAlreadyInstalled: the package's version is the one installed
 	// (policy class, 409).
 	ErrAlreadyInstalled = fault.Policy("version already installed")

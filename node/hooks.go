@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -40,6 +39,8 @@ type hookCall struct {
 	env   []string // variables added to the agent's environment, AIRLOCK_HOOK and AIRLOCK_NODE
 	// timeout bounds the run; the hook's whole process group is killed then.
 	timeout time.Duration
+	// flag is the airlock-node serve flag that sets timeout, for messages.
+	flag string
 	// stdout, if set, receives the hook's standard output, which then stays
 	// out of the output tail (stderr still goes there).
 	stdout io.Writer
@@ -54,7 +55,7 @@ type hookCall struct {
 // last lines go into the error (matching ErrHook) if it fails or is not an
 // executable file. If ctx ends first, the error is ctx's.
 func (a *Agent) runHook(ctx context.Context, h hookCall, log *slog.Logger) (bool, error) {
-	path := filepath.Join(a.dir, "hooks", h.hook)
+	path := a.hookPath(h.hook)
 	where := path
 	if h.about != "" {
 		where += " " + h.about
@@ -95,6 +96,9 @@ func (a *Agent) runHook(ctx context.Context, h hookCall, log *slog.Logger) (bool
 	why := err.Error()
 	if errors.Is(hctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
 		why = fmt.Sprintf("timed out after %s", h.timeout)
+		if h.flag != "" {
+			why += fmt.Sprintf(" (airlock-node serve %s sets the limit)", h.flag)
+		}
 	} else if ctx.Err() != nil {
 		return true, ctx.Err()
 	}
@@ -103,6 +107,17 @@ func (a *Agent) runHook(ctx context.Context, h hookCall, log *slog.Logger) (bool
 		msg += "; output: " + s
 	}
 	return true, &hookError{msg: msg}
+}
+
+// hookFix returns what to do about the hook error err before then: fix a
+// hook that ran and failed; a hook that could not run says itself how to
+// fix it ("make it executable").
+func hookFix(err error, then string) string {
+	var he *hookError
+	if errors.As(err, &he) {
+		return "fix the hook and " + then
+	}
+	return then + " once that is done"
 }
 
 // hookError is a failed hook; it matches ErrHook.

@@ -63,7 +63,9 @@ func (a *Agent) authenticate(next http.Handler) http.Handler {
 		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
 		if !ok || subtle.ConstantTimeCompare(sum[:], a.token[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="airlock-node"`)
-			a.writeError(w, r, fmt.Errorf("%w for node %s: send 'Authorization: Bearer' with the content of the node's token file", ErrUnauthorized, a.Name()))
+			// Say which node refused, never what was sent: no token, even
+			// a wrong one, goes into an answer or a log.
+			a.writeError(w, r, fmt.Errorf("%w for node %s (it accepts only 'Authorization: Bearer' with the content of its token file)", ErrUnauthorized, a.Name()))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -112,12 +114,12 @@ func (a *Agent) logRequests(next http.Handler) http.Handler {
 func (a *Agent) handlePutEntitlement(w http.ResponseWriter, r *http.Request) {
 	d, err := pathDigest(r)
 	if err != nil {
-		a.writeError(w, r, err)
+		a.writeError(w, r, fmt.Errorf("node %s: %w", a.Name(), err))
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, catalog.MaxDocumentSize+1))
 	if err != nil {
-		a.writeError(w, r, fmt.Errorf("read entitlement for %s: %w", d.Short(), err))
+		a.writeError(w, r, fmt.Errorf("node %s: read the entitlement for package %s: %w", a.Name(), d.Short(), err))
 		return
 	}
 	sp, err := a.PutEntitlement(d, body)
@@ -131,7 +133,7 @@ func (a *Agent) handlePutEntitlement(w http.ResponseWriter, r *http.Request) {
 func (a *Agent) handleStaged(w http.ResponseWriter, r *http.Request) {
 	d, err := pathDigest(r)
 	if err != nil {
-		a.writeError(w, r, err)
+		a.writeError(w, r, fmt.Errorf("node %s: %w", a.Name(), err))
 		return
 	}
 	sp, err := a.StagedInfo(d)
@@ -152,12 +154,12 @@ func setStagedHeaders(w http.ResponseWriter, sp StagedPackage) {
 func (a *Agent) handlePutData(w http.ResponseWriter, r *http.Request) {
 	d, err := pathDigest(r)
 	if err != nil {
-		a.writeError(w, r, err)
+		a.writeError(w, r, fmt.Errorf("node %s: %w", a.Name(), err))
 		return
 	}
 	c, err := parseChunk(r)
 	if err != nil {
-		a.writeError(w, r, err)
+		a.writeError(w, r, fmt.Errorf("node %s: %w", a.Name(), err))
 		return
 	}
 	body := &idleReader{r: r.Body, rc: http.NewResponseController(w), idle: uploadIdle}
@@ -225,7 +227,7 @@ func parseChunk(r *http.Request) (Chunk, error) {
 func (a *Agent) handleInstall(w http.ResponseWriter, r *http.Request) {
 	var req InstallRequest
 	if err := decodeJSON(r, &req, "sha256"); err != nil {
-		a.writeError(w, r, err)
+		a.writeError(w, r, fmt.Errorf("node %s: install: %w", a.Name(), err))
 		return
 	}
 	j, err := a.Submit(req.SHA256)
@@ -260,7 +262,7 @@ func (a *Agent) handleDrain(w http.ResponseWriter, r *http.Request, drained bool
 func (a *Agent) handleRole(w http.ResponseWriter, r *http.Request) {
 	var req RoleRequest
 	if err := decodeJSON(r, &req, "role"); err != nil {
-		a.writeError(w, r, err)
+		a.writeError(w, r, fmt.Errorf("node %s: role: %w", a.Name(), err))
 		return
 	}
 	if err := a.SetRole(context.WithoutCancel(r.Context()), req.Role); err != nil {
@@ -274,7 +276,7 @@ func (a *Agent) handleRole(w http.ResponseWriter, r *http.Request) {
 func decodeJSON(r *http.Request, v any, required ...string) error {
 	b, err := io.ReadAll(io.LimitReader(r.Body, maxJSONBody+1))
 	if err != nil {
-		return err
+		return fmt.Errorf("read the request: %w", err)
 	}
 	if len(b) > maxJSONBody {
 		return fmt.Errorf("%w: body over %d bytes", ErrTooLarge, maxJSONBody)

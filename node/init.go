@@ -24,6 +24,7 @@ import (
 
 	"github.com/airlock-project/airlock/atomicfile"
 	"github.com/airlock-project/airlock/catalog"
+	"github.com/airlock-project/airlock/fault"
 )
 
 // certValidity is the lifetime of the node's self-signed certificate. It is
@@ -59,19 +60,21 @@ type InitResult struct {
 	Certificate string `json:"certificate"`
 }
 
-// ParseInstalled parses one --installed argument, "name=version".
+// ParseInstalled parses one --installed argument, "name=version". Its
+// errors are of the usage class and name the argument.
 func ParseInstalled(s string) (string, catalog.Version, error) {
+	const want = "want NAME=VERSION, e.g. base=3.3.2"
 	name, ver, ok := strings.Cut(s, "=")
 	if !ok {
-		return "", catalog.Version{}, fmt.Errorf("%w: --installed %q: want NAME=VERSION, e.g. base=3.3.2", ErrBadRequest, s)
+		return "", catalog.Version{}, fmt.Errorf("%w: --installed %q: %s", fault.ErrUsage, s, want)
 	}
 	name, ver = strings.TrimSpace(name), strings.TrimSpace(ver)
 	if err := catalog.ValidName(name); err != nil {
-		return "", catalog.Version{}, fmt.Errorf("%w: --installed %q: %v", ErrBadRequest, s, err)
+		return "", catalog.Version{}, fmt.Errorf("%w: --installed %q: component %v", fault.ErrUsage, s, err)
 	}
 	v, err := catalog.ParseVersion(ver)
 	if err != nil {
-		return "", catalog.Version{}, fmt.Errorf("%w: --installed %q: %v", ErrBadRequest, s, err)
+		return "", catalog.Version{}, fmt.Errorf("%w: --installed %q: %v", fault.ErrUsage, s, err)
 	}
 	return name, v, nil
 }
@@ -83,44 +86,49 @@ func ParseInstalled(s string) (string, catalog.Version, error) {
 // not a node and init may be run again; a directory with it is refused
 // (ErrInitialized), so a node's token and certificate never change behind
 // the cluster's back. It prints the certificate's SHA-256 fingerprint, which
-// the restricted side pins.
+// the restricted side pins. Invalid options are usage errors.
 func RunInit(ctx context.Context, o InitOptions, stdout, stderr io.Writer) error {
 	if o.Dir == "" {
-		return fmt.Errorf("%w: init needs --dir", ErrBadRequest)
+		return fmt.Errorf("%w: airlock-node init needs --dir", fault.ErrUsage)
 	}
 	if err := catalog.ValidName(o.Name); err != nil {
-		return fmt.Errorf("%w: --name: %v", ErrBadRequest, err)
+		return fmt.Errorf("%w: --name: node %v", fault.ErrUsage, err)
 	}
 	if o.Role == "" {
 		o.Role = RoleTraffic
 	}
 	if !ValidRole(o.Role) {
-		return fmt.Errorf("%w: --role %q: want primary, backup, traffic or management", ErrBadRequest, o.Role)
+		return fmt.Errorf("%w: --role %q: want primary, backup, traffic or management", fault.ErrUsage, o.Role)
 	}
 	if o.Region != "" {
 		if err := catalog.ValidName(o.Region); err != nil {
-			return fmt.Errorf("%w: --region: %v", ErrBadRequest, err)
+			return fmt.Errorf("%w: --region: region %v", fault.ErrUsage, err)
 		}
 	}
 	for n, v := range o.Installed {
 		if err := catalog.ValidName(n); err != nil || v.IsZero() {
-			return fmt.Errorf("%w: --installed %s: invalid name or version", ErrBadRequest, n)
+			return fmt.Errorf("%w: --installed %s: invalid name or version; want NAME=VERSION, e.g. base=3.3.2", fault.ErrUsage, n)
 		}
+	}
+	if fi, err := os.Stat(o.Dir); err == nil && !fi.IsDir() {
+		return fmt.Errorf("%w: --dir %s is a file, not a directory; choose another --dir", fault.ErrUsage, o.Dir)
+	}
+	if st, err := loadState(o.Dir); err == nil {
+		return fmt.Errorf("%s: %w: it holds node %s; use another --dir, or remove the directory to start over (the node then gets a new token and certificate to pin)", o.Dir, ErrInitialized, st.Name)
+	} else if se := (*stateError)(nil); errors.As(err, &se) {
+		return fmt.Errorf("%s: %w: %s is unreadable (%s); use another --dir, or repair or remove %s", o.Dir, ErrInitialized, se.path, se.problem, se.path)
+	} else if !errors.Is(err, ErrNotInitialized) {
+		return fmt.Errorf("%s: %w: %s exists but cannot be read (%v); use another --dir, or repair or remove it", o.Dir, ErrInitialized, statePath(o.Dir), err)
 	}
 	now := time.Now
 	if o.Now != nil {
 		now = o.Now
 	}
-	if st, err := loadState(o.Dir); err == nil {
-		return fmt.Errorf("%s: %w: it holds node %s; use another --dir, or remove the directory to start over (the node then gets a new token and certificate to pin)", o.Dir, ErrInitialized, st.Name)
-	} else if _, serr := os.Stat(statePath(o.Dir)); !errors.Is(serr, fs.ErrNotExist) {
-		return fmt.Errorf("%s: %w: state.json exists but cannot be read (%v); fix or remove it", o.Dir, ErrInitialized, err)
-	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
-		return fmt.Errorf("init node %s: %w", o.Name, err)
+		return fmt.Errorf("init node %s in %s: %w; choose another --dir", o.Name, o.Dir, err)
 	}
 	for _, d := range []string{"tls", "vendor", "entitlements", "staging", "staged", "releases", "hooks"} {
 		if err := os.MkdirAll(filepath.Join(o.Dir, d), 0o755); err != nil {
@@ -159,7 +167,7 @@ func RunInit(ctx context.Context, o InitOptions, stdout, stderr io.Writer) error
 	}
 	if err := atomicfile.WriteNew(statePath(o.Dir), b, 0o644); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s: %w: another init finished first", o.Dir, ErrInitialized)
+			return fmt.Errorf("%s: %w: another airlock-node init finished first; use another --dir", o.Dir, ErrInitialized)
 		}
 		return fmt.Errorf("init node %s: %w", o.Name, err)
 	}
@@ -236,15 +244,16 @@ func CertFingerprint(der []byte) string {
 	return b.String()
 }
 
-// certFingerprintFile returns the fingerprint of the certificate in D.
+// certFingerprintFile returns the fingerprint of the certificate in D. A
+// file that holds no PEM certificate is a *stateError.
 func certFingerprintFile(dir string) (string, error) {
 	b, err := os.ReadFile(certPath(dir))
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("certificate: %w; restore it from a backup, or %s", err, startOver(dir))
 	}
 	blk, _ := pem.Decode(b)
 	if blk == nil || blk.Type != "CERTIFICATE" {
-		return "", fmt.Errorf("%s: no PEM certificate", certPath(dir))
+		return "", &stateError{path: certPath(dir), problem: "no PEM certificate", next: "restore it from a backup, or " + startOver(dir)}
 	}
 	return CertFingerprint(blk.Bytes), nil
 }

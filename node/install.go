@@ -41,20 +41,23 @@ func (a *Agent) install(ctx context.Context, d catalog.Digest, id string, log *s
 		return err
 	}
 	prevVersion := installed[p.Name]
+	name := a.Name()
+	// ioFail names the node and package of an I/O failure.
+	ioFail := func(err error) error { return fmt.Errorf("node %s: install %s: %w", name, p, err) }
 
 	f, err := a.blobs.Open(d)
 	if err != nil {
-		return fmt.Errorf("%w: package %s is no longer staged on node %s (%v); stage it again", ErrNotStaged, p, a.Name(), err)
+		return fmt.Errorf("%w: package %s is no longer staged on node %s (%v); stage it again with 'airlock distribute'", ErrNotStaged, p, name, err)
 	}
 	defer f.Close()
 
 	relRoot := filepath.Join(a.releasesDir(), p.Name)
 	if err := os.MkdirAll(relRoot, 0o755); err != nil {
-		return err
+		return ioFail(err)
 	}
 	tmp, err := os.MkdirTemp(relRoot, tempPrefix+p.Version.String()+"-")
 	if err != nil {
-		return err
+		return ioFail(err)
 	}
 	final := filepath.Join(relRoot, p.Version.String())
 	placed := false
@@ -80,10 +83,10 @@ func (a *Agent) install(ctx context.Context, d catalog.Digest, id string, log *s
 		}
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("node %s: %w", name, err)
 	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
-		return err
+		return ioFail(err)
 	}
 	log.Info("package unpacked", "format", kind.String())
 	a.opts.crash(CrashAfterUnpack)
@@ -92,27 +95,29 @@ func (a *Agent) install(ctx context.Context, d catalog.Digest, id string, log *s
 	// recovery and every failure remove releases newer than the installed
 	// version, and only the installed version's release is ever current.
 	if err := os.RemoveAll(final); err != nil {
-		return err
+		return ioFail(err)
 	}
 	if err := os.Rename(tmp, final); err != nil {
-		return err
+		return ioFail(err)
 	}
 	placed = true
 	if err := atomicfile.SyncDir(relRoot); err != nil {
-		return err
+		return ioFail(err)
 	}
 
-	if err := a.runInstallHook(ctx, HookPreInstall, p, final, prevVersion, log); err != nil {
-		return err
+	// Hooks run in the release, and get absolute paths.
+	hookDir := filepath.Join(a.absDir, "releases", p.Name, p.Version.String())
+	if err := a.runInstallHook(ctx, HookPreInstall, p, hookDir, prevVersion, log); err != nil {
+		return fmt.Errorf("%w; %s was not installed and the previous release stays current: %s", err, p, hookFix(err, "install again"))
 	}
 	a.opts.crash(CrashAfterPreInstall)
 
 	prevTarget, err := readCurrent(relRoot)
 	if err != nil {
-		return err
+		return ioFail(err)
 	}
 	if err := switchCurrent(relRoot, p.Version.String()); err != nil {
-		return err
+		return ioFail(err)
 	}
 	a.opts.crash(CrashAfterSwitch)
 	restore := func(cause error) error {
@@ -122,8 +127,11 @@ func (a *Agent) install(ctx context.Context, d catalog.Digest, id string, log *s
 		return cause
 	}
 
-	if err := a.runInstallHook(ctx, HookPostInstall, p, final, prevVersion, log); err != nil {
-		return restore(err)
+	if err := a.runInstallHook(ctx, HookPostInstall, p, hookDir, prevVersion, log); err != nil {
+		if rerr := switchCurrent(relRoot, prevTarget); rerr != nil {
+			return fmt.Errorf("%w; and switching current back to %q failed: %v (the agent repairs it when it restarts)", err, prevTarget, rerr)
+		}
+		return fmt.Errorf("%w; %s was not installed and the previous release is current again: %s", err, p, hookFix(err, "install again"))
 	}
 	a.opts.crash(CrashBeforeCommit)
 
@@ -147,7 +155,7 @@ func (a *Agent) install(ctx context.Context, d catalog.Digest, id string, log *s
 			*j = saved
 		}
 		a.mu.Unlock()
-		return restore(fmt.Errorf("node %s: record the install of %s: %w", a.st.Name, p, serr))
+		return restore(fmt.Errorf("node %s: record the install of %s in %s: %w", a.st.Name, p, statePath(a.dir), serr))
 	}
 	a.settling[id] = true
 	a.mu.Unlock()
@@ -303,6 +311,7 @@ func (a *Agent) recoverReleases() (bool, error) {
 func (a *Agent) runInstallHook(ctx context.Context, hook string, p catalog.Package, relDir string, prev catalog.Version, log *slog.Logger) error {
 	_, err := a.runHook(ctx, hookCall{
 		hook:    hook,
+		flag:    "--hook-timeout",
 		about:   "for package " + p.String(),
 		args:    []string{p.Name, p.Version.String(), relDir},
 		dir:     relDir,

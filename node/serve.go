@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 )
@@ -51,15 +52,15 @@ func RunServe(ctx context.Context, o ServeOptions, stdout, stderr io.Writer) err
 		return err
 	}
 	defer a.Close()
-	cert, err := tls.LoadX509KeyPair(certPath(o.Dir), keyPath(o.Dir))
+	cert, err := loadCertificate(o.Dir)
 	if err != nil {
-		return fmt.Errorf("node %s: TLS certificate: %w", a.Name(), err)
+		return fmt.Errorf("node %s: %w", a.Name(), err)
 	}
 	fp := CertFingerprint(cert.Certificate[0])
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", o.Listen)
 	if err != nil {
-		return fmt.Errorf("node %s: listen on %s: %w", a.Name(), o.Listen, err)
+		return fmt.Errorf("node %s: listen on %s: %w; choose another --listen address", a.Name(), o.Listen, err)
 	}
 	srv := &http.Server{
 		Handler:           a.Handler(),
@@ -106,4 +107,24 @@ func RunServe(ctx context.Context, o ServeOptions, stdout, stderr io.Writer) err
 	stopWork()
 	wg.Wait()
 	return err
+}
+
+// loadCertificate reads the TLS certificate and key that RunInit made. A
+// file that cannot be read is an operational error; a pair that does not
+// parse or match is a *stateError.
+func loadCertificate(dir string) (tls.Certificate, error) {
+	certPEM, err := os.ReadFile(certPath(dir))
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("TLS certificate: %w; restore it from a backup, or %s", err, startOver(dir))
+	}
+	keyPEM, err := os.ReadFile(keyPath(dir))
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("TLS key: %w; restore it from a backup, or %s", err, startOver(dir))
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, &stateError{path: certPath(dir) + " and " + keyPath(dir), problem: err.Error(),
+			next: "restore them from a backup, or " + startOver(dir)}
+	}
+	return cert, nil
 }

@@ -9,9 +9,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/airlock-project/airlock/atomicfile"
 	"github.com/airlock-project/airlock/catalog"
+	"github.com/airlock-project/airlock/fault"
+	"github.com/airlock-project/airlock/keys"
 )
 
 func (a *Agent) entitlementPath(d catalog.Digest) string {
@@ -39,17 +42,56 @@ func (a *Agent) verifiedPackage(d catalog.Digest) (catalog.Package, error) {
 		return catalog.Package{}, fmt.Errorf("%w: node %s has no entitlement for package %s; PUT it to /v1/staged/%s/entitlement first", ErrNoEntitlement, a.Name(), d.Short(), d)
 	}
 	if err != nil {
-		return catalog.Package{}, err
+		return catalog.Package{}, fmt.Errorf("node %s: entitlement of package %s: %w", a.Name(), d.Short(), err)
 	}
+	p, _, err := a.entitled(armored, d)
+	return p, err
+}
+
+// entitled verifies armored, an entitlement for package d, with the vendor
+// keys pinned now (see EntitledPackage). Its errors name the node, and say
+// what to do on the node when the node's own keys are the cause.
+func (a *Agent) entitled(armored []byte, d catalog.Digest) (catalog.Package, keys.Signature, error) {
+	name := a.Name()
 	trust, err := loadTrust(a.dir)
 	if err != nil {
-		return catalog.Package{}, fmt.Errorf("node %s: %w", a.Name(), err)
+		return catalog.Package{}, keys.Signature{}, fmt.Errorf("node %s: %w", name, err)
 	}
-	p, _, err := EntitledPackage(armored, trust, d, a.opts.now())
-	if err != nil {
-		return catalog.Package{}, fmt.Errorf("node %s: %w", a.Name(), err)
+	p, sig, err := EntitledPackage(armored, trust, d, a.opts.now())
+	if err == nil {
+		return p, sig, nil
 	}
-	return p, nil
+	var ve *keys.VerifyError
+	if !errors.As(err, &ve) {
+		return catalog.Package{}, keys.Signature{}, fmt.Errorf("node %s: %w", name, err)
+	}
+	// The keys package's advice for these is the restricted side's (airlock
+	// trust); on a node the cure is airlock-node trust.
+	signer := "key ID " + fmt.Sprintf("%016X", ve.KeyID)
+	if !ve.Signer.IsZero() {
+		signer = "key " + ve.Signer.String()
+	}
+	if ve.UserID != "" {
+		signer += " (" + fault.Printable(ve.UserID, 200) + ")"
+	}
+	pinned := filepath.Join(vendorDir(a.dir), ve.Signer.String()+".asc")
+	switch {
+	case errors.Is(err, keys.ErrUnknownSigner):
+		// No advice: the client (airlock) knows how the node is given keys.
+		return catalog.Package{}, keys.Signature{}, fmt.Errorf("node %s: entitlement for package %s: %w: it is signed by %s, which is not pinned on node %s",
+			name, d.Short(), keys.ErrUnknownSigner, signer, name)
+	case errors.Is(err, keys.ErrKeyExpired):
+		when := ""
+		if t, ok := trust.Lookup(ve.Signer); ok && !t.Key.Expires().IsZero() {
+			when = " at " + t.Key.Expires().UTC().Format(time.RFC3339)
+		}
+		return catalog.Package{}, keys.Signature{}, fmt.Errorf("node %s: entitlement for package %s: %w: it is signed by vendor %s, which expired%s: pin the vendor's key with its expiry extended on node %s ('airlock-node trust --dir %s vendor.pub.asc')",
+			name, d.Short(), keys.ErrKeyExpired, signer, when, name, a.dir)
+	case errors.Is(err, keys.ErrKeyRevoked):
+		return catalog.Package{}, keys.Signature{}, fmt.Errorf("node %s: entitlement for package %s: %w: it is signed by vendor %s, which has been revoked: remove %s from node %s and pin the vendor's new key ('airlock-node trust --dir %s vendor.pub.asc')",
+			name, d.Short(), keys.ErrKeyRevoked, signer, pinned, name, a.dir)
+	}
+	return catalog.Package{}, keys.Signature{}, fmt.Errorf("node %s: %w", name, err)
 }
 
 // stagedInfoLocked describes package p (digest d). Called with a.mu held.
@@ -92,20 +134,16 @@ func (a *Agent) PutEntitlement(d catalog.Digest, armored []byte) (StagedPackage,
 		return StagedPackage{}, err
 	}
 	defer done()
-	trust, err := loadTrust(a.dir)
+	p, sig, err := a.entitled(armored, d)
 	if err != nil {
-		return StagedPackage{}, fmt.Errorf("node %s: %w", a.Name(), err)
-	}
-	p, sig, err := EntitledPackage(armored, trust, d, a.opts.now())
-	if err != nil {
-		return StagedPackage{}, fmt.Errorf("node %s: %w", a.Name(), err)
+		return StagedPackage{}, err
 	}
 	if err := atomicfile.WriteFile(a.entitlementPath(d), armored, 0o644); err != nil {
 		return StagedPackage{}, fmt.Errorf("node %s: keep entitlement of %s: %w", a.Name(), p, err)
 	}
 	if a.partialSize(d) > p.Size {
 		if err := os.Remove(a.partPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return StagedPackage{}, err
+			return StagedPackage{}, fmt.Errorf("node %s: drop the partial upload of %s: %w", a.Name(), p, err)
 		}
 	}
 	a.mu.Lock()
@@ -163,7 +201,7 @@ func (a *Agent) PutData(ctx context.Context, d catalog.Digest, c Chunk, body io.
 	}
 	name := a.Name()
 	if c.Total >= 0 && c.Total != p.Size {
-		return StagedPackage{}, fmt.Errorf("%w: Content-Range gives package %s a size of %d, the vendor signed %d", ErrBadRequest, p, c.Total, p.Size)
+		return StagedPackage{}, fmt.Errorf("%w: node %s: Content-Range gives package %s a size of %d, the vendor signed %d", ErrBadRequest, name, p, c.Total, p.Size)
 	}
 	info := func() StagedPackage {
 		a.mu.Lock()
@@ -182,10 +220,13 @@ func (a *Agent) PutData(ctx context.Context, d catalog.Digest, c Chunk, body io.
 		return StagedPackage{}, fmt.Errorf("%w: node %s is receiving %d uploads already; retry later", ErrBusy, name, cap(a.slots))
 	}
 
+	fail := func(err error) (StagedPackage, error) {
+		return StagedPackage{}, fmt.Errorf("node %s: stage %s: %w", name, p, err)
+	}
 	cur := a.partialSize(d)
 	if cur > p.Size {
 		if err := os.Remove(a.partPath(d)); err != nil {
-			return StagedPackage{}, err
+			return fail(err)
 		}
 		cur = 0
 	}
@@ -195,36 +236,36 @@ func (a *Agent) PutData(ctx context.Context, d catalog.Digest, c Chunk, body io.
 	}
 	remaining := p.Size - cur
 	if c.Length > remaining {
-		return StagedPackage{}, fmt.Errorf("%w: %d bytes sent at offset %d of package %s, which has %d bytes in all", ErrTooLarge, c.Length, c.Offset, p, p.Size)
+		return StagedPackage{}, fmt.Errorf("%w: node %s: %d bytes sent at offset %d of package %s, which has %d bytes in all; the chunk was refused", ErrTooLarge, name, c.Length, c.Offset, p, p.Size)
 	}
 
 	f, err := os.OpenFile(a.partPath(d), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return StagedPackage{}, fmt.Errorf("node %s: stage %s: %w", name, p, err)
+		return fail(err)
 	}
 	defer f.Close()
 	h := sha256.New()
 	if cur > 0 {
 		// Resuming: the digest covers the whole file, so hash what is there.
 		if _, err := io.Copy(h, io.NewSectionReader(f, 0, cur)); err != nil {
-			return StagedPackage{}, fmt.Errorf("node %s: stage %s: %w", name, p, err)
+			return fail(err)
 		}
 	}
 	if _, err := f.Seek(cur, io.SeekStart); err != nil {
-		return StagedPackage{}, err
+		return fail(err)
 	}
 	n, copyErr := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, io.LimitReader(body, remaining)})
 	if copyErr == nil && n == remaining {
 		var probe [1]byte
 		if m, _ := io.ReadFull(body, probe[:]); m > 0 {
 			if err := f.Truncate(cur); err != nil {
-				return StagedPackage{}, err
+				return fail(err)
 			}
-			return StagedPackage{}, fmt.Errorf("%w: the body runs past the %d bytes of package %s; the chunk was dropped", ErrTooLarge, p.Size, p)
+			return StagedPackage{}, fmt.Errorf("%w: node %s: the body runs past the %d bytes of package %s; the chunk was dropped", ErrTooLarge, name, p.Size, p)
 		}
 	}
 	if err := f.Sync(); err != nil {
-		return StagedPackage{}, fmt.Errorf("node %s: stage %s: %w", name, p, err)
+		return fail(err)
 	}
 	if copyErr != nil {
 		return StagedPackage{}, fmt.Errorf("node %s: upload of %s broke at offset %d (kept; resume there): %w", name, p, cur+n, copyErr)
@@ -237,26 +278,26 @@ func (a *Agent) PutData(ctx context.Context, d catalog.Digest, c Chunk, body io.
 	if got != p.SHA256 {
 		f.Close()
 		if err := os.Remove(a.partPath(d)); err != nil {
-			return StagedPackage{}, err
+			return fail(err)
 		}
-		return StagedPackage{}, fmt.Errorf("%w: the %d bytes uploaded for package %s hash to %s, the vendor signed %s; they were discarded: upload the package again from offset 0",
-			ErrDigest, p.Size, p, got.Short(), p.SHA256.Short())
+		return StagedPackage{}, fmt.Errorf("%w: node %s: the %d bytes uploaded for package %s hash to %s, the vendor signed %s; they were discarded: upload the package again from offset 0",
+			ErrDigest, name, p.Size, p, got.Short(), p.SHA256.Short())
 	}
 	if err := f.Chmod(0o444); err != nil {
-		return StagedPackage{}, err
+		return fail(err)
 	}
 	if err := f.Close(); err != nil {
-		return StagedPackage{}, err
+		return fail(err)
 	}
 	dst := a.blobs.Path(d)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return StagedPackage{}, err
+		return fail(err)
 	}
 	if err := os.Rename(a.partPath(d), dst); err != nil {
-		return StagedPackage{}, fmt.Errorf("node %s: stage %s: %w", name, p, err)
+		return fail(err)
 	}
 	if err := atomicfile.SyncDir(filepath.Dir(dst)); err != nil {
-		return StagedPackage{}, err
+		return fail(err)
 	}
 	a.log.Info("package staged", "package", p.String())
 	return info(), nil

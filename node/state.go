@@ -1,14 +1,17 @@
 package node
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/airlock-project/airlock/atomicfile"
 	"github.com/airlock-project/airlock/catalog"
+	"github.com/airlock-project/airlock/fault"
 )
 
 // stateFormat is the format string of state.json.
@@ -31,34 +34,77 @@ type state struct {
 
 func statePath(dir string) string { return filepath.Join(dir, "state.json") }
 
-// loadState reads and validates D/state.json.
+// loadState reads and validates D/state.json. A directory without it is
+// ErrNotInitialized; a state.json that does not decode, holds invalid
+// values or has another format is a *stateError (ErrState).
 func loadState(dir string) (*state, error) {
-	b, err := os.ReadFile(statePath(dir))
-	if errors.Is(err, fs.ErrNotExist) {
+	path := statePath(dir)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		if fi, serr := os.Stat(dir); serr == nil && !fi.IsDir() {
+			return nil, fmt.Errorf("%s: %w: it is a file; give the node directory that 'airlock-node init' created as --dir", dir, ErrNotInitialized)
+		}
 		return nil, fmt.Errorf("%s: %w (no state.json); create it with 'airlock-node init --dir %s --name NAME'", dir, ErrNotInitialized, dir)
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read node state: %w", err)
+	}
+	damaged := func(format string, args ...any) error {
+		return &stateError{path: path, problem: fmt.Sprintf(format, args...),
+			next: "restore it from a backup, or " + startOver(dir)}
+	}
+	// The format first, so that a newer state.json is not called damaged.
+	var head struct {
+		Format string `json:"format"`
+	}
+	if json.Unmarshal(b, &head) == nil && head.Format != "" && head.Format != stateFormat {
+		return nil, &stateError{path: path,
+			problem: fmt.Sprintf("format %q, while this airlock-node reads %q", fault.Printable(head.Format, 64), stateFormat),
+			next:    "run the airlock-node release that wrote it"}
 	}
 	var st state
 	if err := catalog.DecodeStrict(b, &st, []string{"format", "name", "role", "installed", "jobs"}); err != nil {
-		return nil, fmt.Errorf("%s: %w", statePath(dir), err)
+		return nil, damaged("%v", err)
 	}
 	if st.Format != stateFormat {
-		return nil, fmt.Errorf("%s: format %q, want %q", statePath(dir), st.Format, stateFormat)
+		return nil, damaged("format %q, while this airlock-node reads %q", fault.Printable(st.Format, 64), stateFormat)
 	}
 	if err := catalog.ValidName(st.Name); err != nil {
-		return nil, fmt.Errorf("%s: node name: %v", statePath(dir), err)
+		return nil, damaged("node %v", err)
 	}
 	if !ValidRole(st.Role) {
-		return nil, fmt.Errorf("%s: role %q is not primary, backup, traffic or management", statePath(dir), st.Role)
+		return nil, damaged("role %q is not primary, backup, traffic or management", fault.Printable(st.Role, 64))
+	}
+	if st.Region != "" {
+		if err := catalog.ValidName(st.Region); err != nil {
+			return nil, damaged("region %v", err)
+		}
 	}
 	for n, v := range st.Installed {
 		if err := catalog.ValidName(n); err != nil || v.IsZero() {
-			return nil, fmt.Errorf("%s: installed component %q: invalid name or version", statePath(dir), n)
+			return nil, damaged("installed component %q: invalid name or version", fault.Printable(n, 64))
 		}
 	}
 	return &st, nil
+}
+
+// stateError is a damaged or unknown file of the node directory: the file,
+// what is wrong with it, and how to recover. It matches ErrState.
+type stateError struct {
+	path    string // the file concerned
+	problem string // what is wrong with it
+	next    string // what to do
+}
+
+func (e *stateError) Error() string {
+	return fmt.Sprintf("%s: %v: %s; %s", e.path, ErrState, e.problem, e.next)
+}
+
+func (e *stateError) Unwrap() error { return ErrState }
+
+// startOver says how to replace a node directory that cannot be repaired.
+func startOver(dir string) string {
+	return fmt.Sprintf("remove %s and run 'airlock-node init --dir %s' again (the node then gets a new token and certificate: register them again with 'airlock node add')", dir, dir)
 }
 
 // save writes st to D/state.json atomically.

@@ -157,7 +157,7 @@ func unpack(ctx context.Context, f *os.File, dst string, p catalog.Package, lim 
 		return kind, fmt.Errorf("read staged package %s: %w", p, err)
 	}
 	if got := catalog.SumOf(h); cr.n != p.Size || got != p.SHA256 {
-		return kind, fmt.Errorf("%w: staged package %s: %d bytes hashing to %s, the vendor signed %d bytes hashing to %s; the staged file is damaged and was dropped: upload the package again",
+		return kind, fmt.Errorf("%w: staged package %s: %d bytes hashing to %s, the vendor signed %d bytes hashing to %s; the staged file is damaged and was dropped: stage the package again with 'airlock distribute'",
 			ErrDigest, p, cr.n, got.Short(), p.Size, p.SHA256.Short())
 	}
 	if xerr != nil {

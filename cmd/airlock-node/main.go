@@ -106,9 +106,8 @@ func newApp() *cli.App {
 					if err != nil {
 						return err
 					}
-					if c.Int64("max-unpack") < 0 || c.Int("max-uploads") < 1 || c.Int("max-entries") < 1 || c.Int("max-connections") < 1 ||
-						c.Duration("hook-timeout") <= 0 || c.Duration("control-hook-timeout") <= 0 {
-						return fmt.Errorf("%w: --max-unpack, --max-uploads, --max-entries, --max-connections, --hook-timeout and --control-hook-timeout must be positive", fault.ErrUsage)
+					if err := checkLimits(c); err != nil {
+						return err
 					}
 					opts := node.Options{
 						Logger:             logger,
@@ -141,6 +140,24 @@ func newApp() *cli.App {
 			},
 		},
 	}
+}
+
+// checkLimits refuses a serve limit out of range, naming the flag.
+func checkLimits(c *cli.Context) error {
+	if n := c.Int64("max-unpack"); n < 0 {
+		return fmt.Errorf("%w: --max-unpack %d: want 0 (4 × the package size + 1 GiB) or a number of bytes", fault.ErrUsage, n)
+	}
+	for _, f := range []string{"max-uploads", "max-entries", "max-connections"} {
+		if n := c.Int(f); n < 1 {
+			return fmt.Errorf("%w: --%s %d: want 1 or more", fault.ErrUsage, f, n)
+		}
+	}
+	for _, f := range []string{"hook-timeout", "control-hook-timeout"} {
+		if d := c.Duration(f); d <= 0 {
+			return fmt.Errorf("%w: --%s %s: want a positive duration, e.g. 5m", fault.ErrUsage, f, d)
+		}
+	}
+	return nil
 }
 
 // crashPoint returns the node.Options.CrashPoint that kills this process
