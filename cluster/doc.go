@@ -33,23 +33,67 @@
 //
 // Install plans with plan.Build from the nodes' live state (or resumes the
 // unfinished rollout), records the plan as a rollout (repo.StartRollout)
-// and executes its steps in order, one at a time. Before each step the
-// health gates are checked (every node touched so far answers, its clock
-// is within MaxClockSkew, it is drained exactly when the recorded steps
-// leave it drained, the failover pair has exactly one primary); after
-// each, the step is recorded as done, with its audit entry, before the next
-// starts. An install step submits the job, records the job's id, then
-// polls it until it succeeds or fails and checks the version the node
-// reports. On a rerun, recorded steps are skipped, and a step whose effect
+// and executes its steps in order. Before each step the health gates are
+// checked (every node touched so far answers, its clock is within
+// MaxClockSkew, it is drained exactly when the recorded steps leave it
+// drained, the failover pair has exactly one primary); after each, the
+// step is recorded as done, with its audit entry, before the next step of
+// its node starts. An install step submits the job, records the job's id,
+// then polls it until it succeeds or fails and checks the version the
+// node reports. On a rerun, recorded steps are skipped, and a step whose effect
 // the node already shows (the version installed, the node drained, the
 // roles swapped) is recorded as skipped without acting: an interrupted run,
 // even one killed between acting and recording, never repeats a step or
 // installs a package twice.
 //
+// # Waves
+//
+// The steps of a wave of the plan (plan.Step.Wave: nodes out of service
+// together) that act on two or more nodes run concurrently: one goroutine
+// per node, at most the wave's size, runs that node's steps of the wave
+// in order, and the wave ends when every goroutine has ended; the next
+// step starts only then. Consecutive distribute steps (atlas's first
+// wave) run as one fan-out instead (see Distribute); a wave with a
+// promote or pair step, or with one node left, runs one step at a time. The gates of a wave never observe a
+// node that another goroutine is acting on (an install may be rebooting
+// it), so that concurrency causes no false alarm:
+//
+//   - before the wave: the full gate, over every node touched so far and
+//     the pair, leaving to each node's first step in the wave the drained
+//     state that step sets;
+//   - within the wave, before a step of node N (in N's goroutine): N
+//     itself and the nodes outside the wave (nothing in the wave changes
+//     them), and the pair's one-primary rule unless another node of the
+//     wave belongs to the pair (a wave's steps never change roles);
+//   - after the wave: the full gate, before the next step (or the final
+//     gate after the last).
+//
+// When a step of a wave fails, its line is printed and its failed event
+// emitted at once; the other nodes finish the step they are in (an
+// install is never cut; a wait for connections or a settle delay is cut
+// short and stays pending) and start no other. The failures are recorded
+// when the wave has ended and returned together: one *StepError, or
+// several joined with errors.Join in step order. An interruption (the
+// context canceled) ends the steps in flight as it ends a single step (an
+// install job stays submitted, followed on the rerun); what finished is
+// recorded. Lines and events are written whole, those of different nodes
+// interleaved, each node's in the order of its steps; Hook is never
+// called concurrently.
+//
+// The rollout record keeps each step's wave, so a resumed rollout runs
+// its remaining waves as a fresh one would; the gate before a wave lets
+// each node's first remaining step find that step already done (an
+// interruption can end a step after its node acted and before it was
+// recorded). Records written before waves were kept run one step at a
+// time.
+//
 // A wait-connections step polls a drained node until its client
 // connections have ended; if some are still open after the drain timeout,
 // the step fails (ErrDrainTimeout), leaving the node drained with nothing
-// installed on it, so that no install cuts a client.
+// installed on it, so that no install cuts a client. The drain timeout is
+// saved in the rollout's plan; a resumed rollout keeps it unless
+// InstallOptions.DrainTimeout is given again, which then bounds the waits
+// that remain.
 //
 // The first failed step stops the rollout with a *StepError naming the
 // rollout, the step, the node and its state; its cause gives the exit
@@ -63,4 +107,5 @@
 // Distribute and Install take an open repository (read-write, so that
 // nothing else writes it while they run) and are not meant to run
 // concurrently on one repository; a Client is safe for concurrent use.
+// Install's own goroutines (the nodes of a wave) end before it returns.
 package cluster

@@ -1,14 +1,18 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/airlock-project/airlock/catalog"
@@ -54,7 +58,10 @@ type InstallOptions struct {
 	// zero means plan.DefaultDrainTimeout. A node with connections still
 	// open after it stops the rollout (ErrDrainTimeout), the node left
 	// drained and nothing installed on it; a node that cannot count its
-	// connections does not stop it.
+	// connections does not stop it. A new rollout saves it in its plan;
+	// when a rollout is resumed, a nonzero DrainTimeout replaces the saved
+	// one for the waits that remain (step IDs do not change), and zero
+	// keeps the saved one.
 	DrainTimeout time.Duration
 	// JobTimeout bounds each install job on a node; zero means
 	// DefaultJobTimeout.
@@ -71,12 +78,18 @@ type InstallOptions struct {
 	// for the operator; an error stops Install before any change.
 	Confirm func(question string) error
 	// Hook, if set, is called at each Hook* point; an error it returns
-	// fails the step. Only tests set it.
+	// fails the step. It is never called concurrently, but during a wave
+	// the points of different nodes' steps interleave. Only tests set it.
 	Hook func(point string) error
-	// Out receives one line per step; nil discards them.
+	// Out receives one line per step; nil discards them. Each line is
+	// written whole with one Write; during a wave the lines of different
+	// nodes interleave.
 	Out io.Writer
 	// Events, if set, receives one JSON Event per line: the start of the
 	// rollout, each step done, a step failed, the finish (for scripts).
+	// Each line is written whole with one Write; during a wave the events
+	// of different nodes interleave, each node's in the order of its
+	// steps.
 	Events io.Writer
 	// Progress reports the uploads of distribute steps.
 	Progress progress.Reporter
@@ -84,7 +97,8 @@ type InstallOptions struct {
 	Distribute DistributeOptions
 	// Client tunes the node clients.
 	Client ClientOptions
-	// Now is the clock; nil means time.Now.
+	// Now is the clock; nil means time.Now. The nodes of a wave call it
+	// concurrently.
 	Now func() time.Time
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
@@ -122,18 +136,27 @@ func (o *InstallOptions) defaults() {
 // it executes the steps in order, checking the health gates before each
 // (every node touched so far answers, its clock is within MaxClockSkew, it
 // is drained exactly when the steps so far leave it drained, the failover
-// pair has exactly one primary). Each finished step is recorded (with its
-// audit entry) before the next starts; a resumed rollout never repeats a
-// finished step, and finishes a step without acting when the node is
-// already in the state it makes. An install job submitted by an
-// interrupted run is followed, not submitted again.
+// pair has exactly one primary). The steps of a wave of the plan that act
+// on several nodes run concurrently, one goroutine per node, each node's
+// steps in order, and the wave ends before the next step starts (see the
+// package documentation for the gates of a wave). Each finished step is
+// recorded (with its audit entry) before the next step of its node
+// starts; a resumed rollout never repeats a finished step, and finishes a
+// step without acting when the node is already in the state it makes. An
+// install job submitted by an interrupted run is followed, not submitted
+// again.
 //
 // It stops at the first failed step with a *StepError naming the rollout,
 // the step, the node and its state; the cause's class gives the exit code
 // (unreachable: operational; a refusal by the node: policy; a failed
-// health gate or a verification by the node: verification). With DryRun it
-// prints the steps that would run and changes nothing.
+// health gate or a verification by the node: verification). When a step
+// of a wave fails, the wave's other nodes finish the step they are in
+// (their waits for connections or settle delays are cut short, not
+// failed) and start no other; several failed steps are joined
+// (errors.Join) in step order. With DryRun it prints the steps that would
+// run and changes nothing.
 func Install(ctx context.Context, r *repo.Repo, o InstallOptions) (*repo.Rollout, error) {
+	drainTimeout := max(o.DrainTimeout, 0) // as given: it replaces a resumed rollout's
 	o.defaults()
 	all, err := r.Nodes()
 	if err != nil {
@@ -158,7 +181,7 @@ func Install(ctx context.Context, r *repo.Repo, o InstallOptions) (*repo.Rollout
 		if err := compatible(ro, o); err != nil {
 			return nil, err
 		}
-		return resume(ctx, r, all, ro, o)
+		return resume(ctx, r, all, ro, o, drainTimeout)
 	}
 
 	nodes, err := selectNodes(all, o.Nodes)
@@ -194,14 +217,14 @@ func Install(ctx context.Context, r *repo.Repo, o InstallOptions) (*repo.Rollout
 	}
 	fmt.Fprintf(o.Out, "rollout %d: %s, %d step(s)\n", started.ID, started.Strategy, len(started.Steps))
 	emit(o, Event{Event: "start", Rollout: started.ID, Strategy: started.Strategy, Steps: len(started.Steps)})
-	return execute(ctx, r, all, &started, o)
+	return execute(ctx, r, all, &started, o, 0)
 }
 
 // compatible refuses to resume ro with other options than its own.
 func compatible(ro *repo.Rollout, o InstallOptions) error {
 	which := func(ns []string) string {
 		if len(ns) == 0 {
-			return "every node"
+			return "no --node"
 		}
 		return "--node " + strings.Join(ns, " --node ")
 	}
@@ -215,24 +238,41 @@ func compatible(ro *repo.Rollout, o InstallOptions) error {
 	return nil
 }
 
-// resume continues the unfinished rollout ro.
-func resume(ctx context.Context, r *repo.Repo, all []repo.Node, ro *repo.Rollout, o InstallOptions) (*repo.Rollout, error) {
+// resume continues the unfinished rollout ro. A nonzero drainTimeout
+// replaces the timeout saved in its unfinished wait-connections steps.
+func resume(ctx context.Context, r *repo.Repo, all []repo.Node, ro *repo.Rollout, o InstallOptions, drainTimeout time.Duration) (*repo.Rollout, error) {
 	next := ro.Next()
+	var longer []string
+	for _, s := range ro.Steps {
+		if drainTimeout > 0 && s.Kind == string(plan.StepWaitConnections) && !s.State.Finished() && s.Timeout != drainTimeout {
+			longer = append(longer, s.Node)
+		}
+	}
+	drainNote := func() {
+		if len(longer) > 0 {
+			fmt.Fprintf(o.Out, "--drain-timeout %s replaces the planned timeout of the waits for the connections of %s\n", drainTimeout, strings.Join(longer, ", "))
+		}
+	}
 	if o.DryRun {
 		fmt.Fprintf(o.Out, "dry run: rollout %d (%s) would resume at step %d of %d; nothing is changed\n", ro.ID, ro.Strategy, next+1, len(ro.Steps))
 		writeSteps(o.Out, ro.Steps)
+		drainNote()
 		return nil, nil
 	}
 	if o.Confirm != nil {
 		fmt.Fprintf(o.Out, "rollout %d (%s) stopped at step %d of %d:\n", ro.ID, ro.Strategy, next+1, len(ro.Steps))
 		writeSteps(o.Out, ro.Steps)
+		drainNote()
 		if err := o.Confirm(fmt.Sprintf("resume at step %d?", next+1)); err != nil {
 			return nil, err
 		}
 	}
 	fmt.Fprintf(o.Out, "rollout %d: resuming at step %d of %d (%d finished)\n", ro.ID, next+1, len(ro.Steps), next)
+	if o.Confirm == nil {
+		drainNote()
+	}
 	emit(o, Event{Event: "resume", Rollout: ro.ID, Strategy: ro.Strategy, Steps: len(ro.Steps), N: next + 1})
-	return execute(ctx, r, all, ro, o)
+	return execute(ctx, r, all, ro, o, drainTimeout)
 }
 
 // buildPlan asks the nodes for their state and plans with o.
@@ -284,7 +324,7 @@ func rolloutSteps(ps []plan.Step) []repo.RolloutStep {
 	for i, s := range ps {
 		out[i] = repo.RolloutStep{ID: s.ID, N: s.N, Kind: string(s.Kind), Node: s.Node, Role: s.Role, Peer: s.Peer,
 			Package: s.Package, Packages: s.Packages, Expect: s.Expect, Earliest: s.Earliest,
-			Timeout: time.Duration(s.Timeout), Text: s.Text, State: repo.StepPending}
+			Timeout: time.Duration(s.Timeout), Wave: s.Wave, Text: s.Text, State: repo.StepPending}
 	}
 	return out
 }
@@ -301,25 +341,63 @@ func writeSteps(w io.Writer, steps []repo.RolloutStep) {
 	}
 }
 
-// executor runs the steps of one rollout.
+// executor runs the steps of one rollout. During a wave several goroutines
+// use it, one per node: each acts only on its own node, and mu, roMu,
+// hookMu and the locked writers serialize what they share.
 type executor struct {
-	r   *repo.Repo
-	o   InstallOptions
-	ro  *repo.Rollout
-	cs  map[string]*Client
+	r  *repo.Repo
+	o  InstallOptions
+	cs map[string]*Client
+	// out is o.Out; o.Events is locked the same way.
 	out io.Writer
+	// id, total and skipSettle are the rollout's, read without roMu.
+	id         uint64
+	total      int
+	skipSettle bool
+	// drainTimeout, if nonzero, replaces the timeout saved in
+	// wait-connections steps.
+	drainTimeout time.Duration
+	// pair lists the nodes planned as primary or backup.
+	pair []string
+
+	// roMu orders the writes of the rollout's record with the copies of
+	// it in ro: ro is the latest record.
+	roMu sync.Mutex
+	ro   *repo.Rollout
+
+	mu sync.Mutex
 	// drained is the drained state the finished steps leave each node in;
 	// a node without an entry was not touched yet.
 	drained map[string]bool
-	// pair lists the nodes planned as primary or backup.
-	pair []string
 	// last is what each node reported last.
 	last map[string]observed
+
+	hookMu sync.Mutex
 }
 
-// execute runs the unfinished steps of ro.
-func execute(ctx context.Context, r *repo.Repo, all []repo.Node, ro *repo.Rollout, o InstallOptions) (*repo.Rollout, error) {
-	e := &executor{r: r, o: o, ro: ro, cs: map[string]*Client{}, out: o.Out, drained: map[string]bool{}, last: map[string]observed{}}
+// lockedWriter makes each Write whole among the writers sharing mu.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// execute runs the unfinished steps of ro, those of a nonzero wave on
+// different nodes concurrently; a nonzero drainTimeout replaces the saved
+// timeout of wait-connections steps.
+func execute(ctx context.Context, r *repo.Repo, all []repo.Node, ro *repo.Rollout, o InstallOptions, drainTimeout time.Duration) (*repo.Rollout, error) {
+	var outMu sync.Mutex
+	o.Out = lockedWriter{&outMu, o.Out}
+	if o.Events != nil {
+		o.Events = lockedWriter{&outMu, o.Events}
+	}
+	e := &executor{r: r, o: o, ro: ro, cs: map[string]*Client{}, out: o.Out, id: ro.ID, total: len(ro.Steps), skipSettle: ro.SkipSettle,
+		drainTimeout: drainTimeout, drained: map[string]bool{}, last: map[string]observed{}}
 	byName := map[string]repo.Node{}
 	for _, n := range all {
 		byName[n.Name] = n
@@ -350,58 +428,265 @@ func execute(ctx context.Context, r *repo.Repo, all []repo.Node, ro *repo.Rollou
 			e.touch(s)
 		}
 	}
-	for i := 0; i < len(ro.Steps); i++ {
-		s := ro.Steps[i]
+	// The executor's own copy: e.ro changes with every record.
+	steps := slices.Clone(ro.Steps)
+	for i := 0; i < len(steps); {
+		s := steps[i]
 		if s.State.Finished() {
+			i++
 			continue
 		}
 		if err := ctx.Err(); err != nil {
-			return ro, err
-		}
-		if err := e.gate(ctx, &s); err != nil {
-			return ro, e.failed(s, fmt.Errorf("health gate before the step: %w", err))
+			return e.ro, err
 		}
 		if s.Kind == string(plan.StepDistribute) {
+			if err := e.gate(ctx, fullGate(&s)); err != nil {
+				return e.ro, e.failed(s, fmt.Errorf("health gate before the step: %w", err))
+			}
 			// Consecutive distribute steps share one read of each package.
-			j := i
-			for j+1 < len(ro.Steps) && ro.Steps[j+1].Kind == s.Kind && !ro.Steps[j+1].State.Finished() {
+			j := i + 1
+			for j < len(steps) && steps[j].Kind == s.Kind && !steps[j].State.Finished() {
 				j++
 			}
-			if err := e.distribute(ctx, ro.Steps[i:j+1]); err != nil {
-				return ro, err
+			if err := e.distribute(ctx, steps[i:j]); err != nil {
+				return e.ro, err
 			}
 			i = j
 			continue
 		}
-		start := o.Now()
-		res, err := e.run(ctx, &s)
-		if err != nil {
-			return ro, e.failed(s, err)
+		j := i + 1
+		if w := s.Wave; w != 0 {
+			for j < len(steps) && steps[j].Wave == w {
+				j++
+			}
 		}
-		if err := e.hook(HookStepExecuted); err != nil {
-			return ro, e.failed(s, err)
+		if nodes := concurrentNodes(steps[i:j]); len(nodes) > 1 {
+			if err := e.wave(ctx, steps[i:j], nodes); err != nil {
+				return e.ro, err
+			}
+			i = j
+			continue
 		}
-		if err := e.record(s, res); err != nil {
-			return ro, err
+		for _, s := range steps[i:j] {
+			if s.State.Finished() {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return e.ro, err
+			}
+			if f := e.step(ctx, ctx, s, fullGate(&s)); f != nil {
+				if f.asIs {
+					return e.ro, f.err
+				}
+				return e.ro, e.failed(f.s, f.err)
+			}
 		}
-		if err := e.hook(HookStepRecorded); err != nil {
-			return ro, e.failed(s, err)
-		}
-		e.followRoles(s)
-		e.touch(s)
-		e.report(s, res, o.Now().Sub(start))
+		i = j
 	}
-	if err := e.gate(ctx, nil); err != nil {
-		return ro, fmt.Errorf("rollout %d: every step is done but the final health gate failed: %w; check the nodes (airlock status)", ro.ID, err)
+	if err := e.gate(ctx, fullGate(nil)); err != nil {
+		return e.ro, fmt.Errorf("rollout %d: every step is done but the final health gate failed: %w; check the nodes (airlock status)", e.id, err)
 	}
-	fin, err := e.r.FinishRollout(ro.ID, repo.RolloutFinished)
+	fin, err := e.r.FinishRollout(e.id, repo.RolloutFinished)
 	if err != nil {
-		return ro, err
+		return e.ro, err
 	}
-	*ro = fin
-	fmt.Fprintf(e.out, "rollout %d finished: %d step(s)\n", ro.ID, len(ro.Steps))
-	emit(e.o, Event{Event: "finish", Rollout: ro.ID, Strategy: ro.Strategy, Steps: len(ro.Steps)})
-	return ro, nil
+	*e.ro = fin
+	fmt.Fprintf(e.out, "rollout %d finished: %d step(s)\n", e.id, e.total)
+	emit(e.o, Event{Event: "finish", Rollout: e.id, Strategy: fin.Strategy, Steps: e.total})
+	return e.ro, nil
+}
+
+// concurrentNodes returns the nodes that the unfinished steps of a wave
+// act on, in order of their first step, when they may run concurrently:
+// none of them acts on two nodes (promote, pair) or on none. Otherwise, or
+// when only one node is left, the wave runs one step at a time and it
+// returns nil.
+func concurrentNodes(wave []repo.RolloutStep) []string {
+	var nodes []string
+	for _, s := range wave {
+		if s.State.Finished() {
+			continue
+		}
+		switch plan.StepKind(s.Kind) {
+		case plan.StepPromote, plan.StepPair, plan.StepDistribute:
+			return nil
+		}
+		if s.Node == "" || s.Peer != "" {
+			return nil
+		}
+		if !slices.Contains(nodes, s.Node) {
+			nodes = append(nodes, s.Node)
+		}
+	}
+	if len(nodes) < 2 {
+		return nil
+	}
+	return nodes
+}
+
+// stop is why a step stopped the rollout: the step's own failure, to be
+// recorded with failed, or, with asIs, an error to return as it is (the
+// step's record could not be written).
+type stop struct {
+	s    repo.RolloutStep
+	err  error
+	asIs bool
+}
+
+// step checks the gates of sc, carries out s, records it and reports it.
+// ctx ends the step; wctx, derived from ctx, ends only its waits (for
+// connections, for a settle delay), and once it has ended, s does not
+// start. It returns nil when s is recorded.
+func (e *executor) step(ctx, wctx context.Context, s repo.RolloutStep, sc gateScope) *stop {
+	if err := e.gate(ctx, sc); err != nil {
+		return &stop{s: s, err: fmt.Errorf("health gate before the step: %w", err)}
+	}
+	if err := wctx.Err(); err != nil {
+		// Interrupted, or another node of the wave failed during the gate:
+		// do not start.
+		return &stop{s: s, err: err}
+	}
+	start := e.o.Now()
+	runCtx := ctx
+	if k := plan.StepKind(s.Kind); k == plan.StepWaitConnections || k == plan.StepSettle {
+		runCtx = wctx
+	}
+	res, err := e.run(runCtx, &s)
+	if err != nil {
+		return &stop{s: s, err: err}
+	}
+	if err := e.hook(HookStepExecuted); err != nil {
+		return &stop{s: s, err: err}
+	}
+	if err := e.record(s, res); err != nil {
+		return &stop{s: s, err: err, asIs: true}
+	}
+	if err := e.hook(HookStepRecorded); err != nil {
+		return &stop{s: s, err: err}
+	}
+	e.followRoles(s)
+	e.touch(s)
+	e.report(s, res, e.o.Now().Sub(start))
+	return nil
+}
+
+// wave runs the unfinished steps of a wave of the plan, one goroutine per
+// node of nodes, each node's steps in order. The full health gate runs
+// before the wave (and, before the next step, after it); within it, each
+// node's steps are gated on that node and on the nodes outside the wave
+// (see gateScope). When a step fails, the other nodes finish the step
+// they are in, their waits cut short (the step stays pending), and start
+// no other; the failures are recorded when the wave has ended, so that
+// the rollout's record ends failed, and returned joined in step order.
+func (e *executor) wave(ctx context.Context, wave []repo.RolloutStep, nodes []string) error {
+	// Before the wave, the state each node's first step sets is not
+	// checked (see gate).
+	pre := gateScope{exempt: map[string]bool{}}
+	var first *repo.RolloutStep
+	seen := map[string]bool{}
+	for i := range wave {
+		s := &wave[i]
+		if s.State.Finished() || seen[s.Node] {
+			continue
+		}
+		seen[s.Node] = true
+		if first == nil {
+			first = s
+		}
+		k := plan.StepKind(s.Kind)
+		pre.exempt[s.Node] = k == plan.StepDrain || k == plan.StepUndrain
+	}
+	if err := e.gate(ctx, pre); err != nil {
+		return e.failed(*first, fmt.Errorf("health gate before the step: %w", err))
+	}
+
+	busy := map[string]bool{}
+	for _, n := range nodes {
+		busy[n] = true
+	}
+	wctx, cutWaits := context.WithCancel(ctx)
+	defer cutWaits()
+	var (
+		stopped  atomic.Bool
+		wg       sync.WaitGroup
+		failures = make([]*stop, len(nodes))
+	)
+	for i, n := range nodes {
+		wg.Go(func() {
+			for _, s := range wave {
+				if s.Node != n || s.State.Finished() {
+					continue
+				}
+				if stopped.Load() || ctx.Err() != nil {
+					return
+				}
+				k := plan.StepKind(s.Kind)
+				sc := gateScope{node: n, busy: busy, exempt: map[string]bool{n: k == plan.StepDrain || k == plan.StepUndrain}}
+				f := e.step(ctx, wctx, s, sc)
+				if f == nil {
+					continue
+				}
+				if ctx.Err() == nil && wctx.Err() != nil && errors.Is(f.err, context.Canceled) {
+					return // a wait cut short because another node failed
+				}
+				stopped.Store(true)
+				cutWaits()
+				if !f.asIs {
+					f.err = e.stepError(f.s, f.err)
+					var se *StepError
+					if errors.As(f.err, &se) {
+						// Now, not after the wave: the other nodes may take
+						// long to finish their steps.
+						e.report(f.s, result{state: repo.StepFailed, note: "the other nodes of the wave finish the step they are in"}, 0)
+						e.emitFailed(se)
+					}
+				}
+				failures[i] = f
+				return
+			}
+		})
+	}
+	wg.Wait()
+
+	slices.SortFunc(failures, func(a, b *stop) int {
+		switch {
+		case a == nil && b == nil:
+			return 0
+		case a == nil:
+			return 1
+		case b == nil:
+			return -1
+		}
+		return a.s.N - b.s.N
+	})
+	var errs []error
+	canceled := false
+	for _, f := range failures {
+		if f == nil {
+			continue
+		}
+		var se *StepError
+		switch {
+		case !f.asIs && errors.As(f.err, &se):
+			e.recordFailed(se)
+			errs = append(errs, se)
+		case errors.Is(f.err, context.Canceled):
+			canceled = true
+		default:
+			errs = append(errs, f.err)
+		}
+	}
+	// Every step of the wave is finished unless a step failed or the
+	// rollout was interrupted: never go on to the next step then.
+	if err := ctx.Err(); err != nil && (canceled || len(errs) == 0) {
+		errs = append(errs, err)
+	} else if canceled {
+		errs = append(errs, context.Canceled)
+	}
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	return errors.Join(errs...)
 }
 
 // followRoles moves the registry's roles with a promote or re-pair step
@@ -425,7 +710,7 @@ func (e *executor) followRoles(s repo.RolloutStep) {
 		return
 	}
 	if err := e.r.SetRoles(roles); err != nil {
-		e.o.Logger.Error("record the new roles in the node registry", "rollout", e.ro.ID, "step", s.ID, "err", err)
+		e.o.Logger.Error("record the new roles in the node registry", "rollout", e.id, "step", s.ID, "err", err)
 	}
 }
 
@@ -436,10 +721,13 @@ type result struct {
 	seen  *observed
 }
 
+// hook calls o.Hook, one call at a time.
 func (e *executor) hook(point string) error {
 	if e.o.Hook == nil {
 		return nil
 	}
+	e.hookMu.Lock()
+	defer e.hookMu.Unlock()
 	return e.o.Hook(point)
 }
 
@@ -448,6 +736,8 @@ func (e *executor) touch(s repo.RolloutStep) {
 	if s.Node == "" {
 		return
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	d, ok := e.drained[s.Node]
 	switch plan.StepKind(s.Kind) {
 	case plan.StepDrain:
@@ -457,9 +747,21 @@ func (e *executor) touch(s repo.RolloutStep) {
 	}
 	if ok {
 		e.drained[s.Node] = d
-	} else if _, known := e.last[s.Node]; known {
-		e.drained[s.Node] = e.last[s.Node].Status.Drained
+	} else if last, known := e.last[s.Node]; known {
+		e.drained[s.Node] = last.Status.Drained
 	}
+}
+
+// update writes u to step id of the rollout's record.
+func (e *executor) update(id string, u repo.StepUpdate) error {
+	e.roMu.Lock()
+	defer e.roMu.Unlock()
+	ro, err := e.r.UpdateStep(e.id, id, u)
+	if err != nil {
+		return err
+	}
+	*e.ro = ro
+	return nil
 }
 
 // record persists the finished step s.
@@ -468,20 +770,32 @@ func (e *executor) record(s repo.RolloutStep, res result) error {
 	if res.seen != nil {
 		u.Seen = map[string]repo.NodeSeen{s.Node: seenOf(*res.seen)}
 	}
-	ro, err := e.r.UpdateStep(e.ro.ID, s.ID, u)
-	if err != nil {
-		return fmt.Errorf("rollout %d step %d (%s) took effect but could not be recorded: %w; rerun airlock install: it finds the node in that state and goes on", e.ro.ID, s.N, s.Text, err)
+	if err := e.update(s.ID, u); err != nil {
+		return fmt.Errorf("rollout %d step %d (%s) took effect but could not be recorded: %w; rerun airlock install: it finds the node in that state and goes on", e.id, s.N, s.Text, err)
 	}
-	*e.ro = ro
 	return nil
 }
 
-// failed records the failure of step s and returns the *StepError.
+// failed records the failure of step s, emits its event and returns the
+// *StepError (the cause itself if the rollout was interrupted).
 func (e *executor) failed(s repo.RolloutStep, cause error) error {
-	se := &StepError{Rollout: e.ro.ID, Step: s, Total: len(e.ro.Steps), Err: cause}
+	err := e.stepError(s, cause)
+	var se *StepError
+	if errors.As(err, &se) {
+		e.recordFailed(se)
+		e.emitFailed(se)
+	}
+	return err
+}
+
+// stepError returns the *StepError of step s failed with cause, with the
+// node's state now; an interruption (context.Canceled) is returned as it
+// is.
+func (e *executor) stepError(s repo.RolloutStep, cause error) error {
 	if errors.Is(cause, context.Canceled) {
 		return cause
 	}
+	se := &StepError{Rollout: e.id, Step: s, Total: e.total, Err: cause}
 	if c := e.cs[s.Node]; c != nil {
 		// The node's state now, for the operator; a short bound, since it
 		// may be the node that failed.
@@ -492,20 +806,28 @@ func (e *executor) failed(s repo.RolloutStep, cause error) error {
 			se.State = describe(ob.Status)
 		}
 	}
-	if ro, err := e.r.UpdateStep(e.ro.ID, s.ID, repo.StepUpdate{State: repo.StepFailed, Error: cause.Error()}); err == nil {
-		*e.ro = ro
-	} else {
-		e.o.Logger.Error("record failed step", "rollout", e.ro.ID, "step", s.ID, "err", err)
-	}
-	emit(e.o, Event{Event: "failed", Rollout: e.ro.ID, Steps: len(e.ro.Steps), N: s.N, ID: s.ID, Kind: s.Kind, Node: s.Node,
-		Text: s.Text, State: se.State, Error: se.Error()})
 	return se
 }
 
-// report prints the line of a finished step.
+// recordFailed records se's step as failed; a failure to record it is
+// logged (the step stays unfinished either way).
+func (e *executor) recordFailed(se *StepError) {
+	if err := e.update(se.Step.ID, repo.StepUpdate{State: repo.StepFailed, Error: se.Err.Error()}); err != nil {
+		e.o.Logger.Error("record failed step", "rollout", e.id, "step", se.Step.ID, "err", err)
+	}
+}
+
+func (e *executor) emitFailed(se *StepError) {
+	s := se.Step
+	emit(e.o, Event{Event: "failed", Rollout: e.id, Steps: e.total, N: s.N, ID: s.ID, Kind: s.Kind, Node: s.Node,
+		Text: s.Text, State: se.State, Error: se.Error()})
+}
+
+// report prints the line of a finished (or, in a wave, failed) step and,
+// for a finished one, emits its event.
 func (e *executor) report(s repo.RolloutStep, res result, took time.Duration) {
-	width := len(fmt.Sprint(len(e.ro.Steps)))
-	line := fmt.Sprintf("[%*d/%d] %s: %s", width, s.N, len(e.ro.Steps), s.Text, res.state)
+	width := len(fmt.Sprint(e.total))
+	line := fmt.Sprintf("[%*d/%d] %s: %s", width, s.N, e.total, s.Text, res.state)
 	if res.note != "" {
 		line += " (" + res.note + ")"
 	}
@@ -513,7 +835,10 @@ func (e *executor) report(s repo.RolloutStep, res result, took time.Duration) {
 		line += fmt.Sprintf(" in %s", took.Round(100*time.Millisecond))
 	}
 	fmt.Fprintln(e.out, line)
-	emit(e.o, Event{Event: "step", Rollout: e.ro.ID, Steps: len(e.ro.Steps), N: s.N, ID: s.ID, Kind: s.Kind, Node: s.Node,
+	if res.state == repo.StepFailed {
+		return
+	}
+	emit(e.o, Event{Event: "step", Rollout: e.id, Steps: e.total, N: s.N, ID: s.ID, Kind: s.Kind, Node: s.Node,
 		Text: s.Text, State: string(res.state), Note: res.note, Seconds: took.Seconds()})
 }
 
@@ -548,29 +873,63 @@ func emit(o InstallOptions, ev Event) {
 	o.Events.Write(append(b, '\n'))
 }
 
-// gate checks the health gates of the nodes touched so far and of the
-// failover pair before step next (nil: after the last step). The state
-// that next itself sets is not checked: an interrupted run may have set
-// it already (a drain, undrain, promote or pair that took effect but was
-// not recorded), and next checks it when it runs.
-func (e *executor) gate(ctx context.Context, next *repo.RolloutStep) error {
-	var kind plan.StepKind
-	if next != nil {
-		kind = plan.StepKind(next.Kind)
+// gateScope says which nodes a health gate observes and what it does not
+// check.
+type gateScope struct {
+	// exempt lists the nodes whose drained state is not checked: the step
+	// about to run sets it (a drain or undrain). An interrupted run may
+	// have set it already without recording it; the step checks it when
+	// it runs.
+	exempt map[string]bool
+	// ownsRoles leaves out the failover pair's one-primary rule: the step
+	// about to run (promote, pair) sets the roles.
+	ownsRoles bool
+	// busy, during a wave, lists the wave's nodes: the gate observes node,
+	// whose goroutine it runs in, and the nodes outside the wave, never a
+	// node that another goroutine is acting on (an install may be
+	// rebooting it). The pair rule is then checked only when no other
+	// node of the wave belongs to the pair.
+	busy map[string]bool
+	node string
+}
+
+// fullGate is the scope of the gate before step next (nil: after the last
+// step): every node touched so far and the failover pair, but the state
+// that next itself sets.
+func fullGate(next *repo.RolloutStep) gateScope {
+	sc := gateScope{}
+	if next == nil {
+		return sc
 	}
-	ownsDrain := func(n string) bool {
-		return (kind == plan.StepDrain || kind == plan.StepUndrain) && next.Node == n
+	switch plan.StepKind(next.Kind) {
+	case plan.StepDrain, plan.StepUndrain:
+		sc.exempt = map[string]bool{next.Node: true}
+	case plan.StepPromote, plan.StepPair:
+		sc.ownsRoles = true
 	}
-	ownsRoles := kind == plan.StepPromote || kind == plan.StepPair
-	names := slices.Sorted(func(yield func(string) bool) {
-		for n := range e.drained {
-			if !yield(n) {
-				return
-			}
+	return sc
+}
+
+// gate checks the health gates in scope sc: each node touched so far and
+// each node of the failover pair answers, its clock is within
+// MaxClockSkew, a touched node is drained exactly when the finished steps
+// leave it drained, and the pair has exactly one primary.
+func (e *executor) gate(ctx context.Context, sc gateScope) error {
+	e.mu.Lock()
+	want := maps.Clone(e.drained)
+	e.mu.Unlock()
+	var names []string
+	for _, n := range slices.Sorted(maps.Keys(want)) {
+		if !sc.busy[n] || n == sc.node {
+			names = append(names, n)
 		}
-	})
+	}
+	pairSeen := true
 	for _, n := range e.pair {
-		if !slices.Contains(names, n) {
+		switch {
+		case sc.busy[n] && n != sc.node:
+			pairSeen = false
+		case !slices.Contains(names, n):
 			names = append(names, n)
 		}
 	}
@@ -588,18 +947,20 @@ func (e *executor) gate(ctx context.Context, next *repo.RolloutStep) error {
 		if ob.Err != nil {
 			return ob.Err
 		}
+		e.mu.Lock()
 		e.last[n] = ob
+		e.mu.Unlock()
 		if ob.Offset > MaxClockSkew || ob.Offset < -MaxClockSkew {
 			problems = append(problems, fmt.Sprintf("node %s's clock is %s off this host's (at most %s): fix its time (NTP) first", n, ob.Offset.Round(time.Second), MaxClockSkew))
 		}
-		if want, ok := e.drained[n]; ok && ob.Status.Drained != want && !ownsDrain(n) {
-			problems = append(problems, fmt.Sprintf("node %s is %s but the rollout left it %s", n, drainWord(ob.Status.Drained), drainWord(want)))
+		if d, ok := want[n]; ok && ob.Status.Drained != d && !sc.exempt[n] {
+			problems = append(problems, fmt.Sprintf("node %s is %s but the rollout left it %s", n, drainWord(ob.Status.Drained), drainWord(d)))
 		}
 		if slices.Contains(e.pair, n) && ob.Status.Role == node.RolePrimary {
 			primaries = append(primaries, n)
 		}
 	}
-	if len(e.pair) > 1 && len(primaries) != 1 && !ownsRoles {
+	if len(e.pair) > 1 && pairSeen && len(primaries) != 1 && !sc.ownsRoles {
 		problems = append(problems, fmt.Sprintf("the failover pair %s has %d primaries (%s), not exactly one", strings.Join(e.pair, "/"), len(primaries), strings.Join(primaries, ", ")))
 	}
 	if len(problems) > 0 {
@@ -647,7 +1008,9 @@ func (e *executor) status(ctx context.Context, c *Client) (observed, error) {
 	if ob.Err != nil {
 		return ob, ob.Err
 	}
+	e.mu.Lock()
 	e.last[c.Node()] = ob
+	e.mu.Unlock()
 	return ob, nil
 }
 
@@ -675,10 +1038,7 @@ func (e *executor) setDrained(ctx context.Context, c *Client, drained bool) (res
 }
 
 func (e *executor) waitConnections(ctx context.Context, c *Client, s *repo.RolloutStep) (result, error) {
-	limit := s.Timeout
-	if limit <= 0 {
-		limit = e.o.DrainTimeout
-	}
+	limit := cmp.Or(e.drainTimeout, s.Timeout, e.o.DrainTimeout)
 	deadline := e.o.Now().Add(limit)
 	for {
 		ob, err := e.status(ctx, c)
@@ -705,7 +1065,7 @@ func (e *executor) waitConnections(ctx context.Context, c *Client, s *repo.Rollo
 }
 
 func (e *executor) settle(ctx context.Context, s *repo.RolloutStep) (result, error) {
-	if e.o.SkipSettle || e.ro.SkipSettle {
+	if e.o.SkipSettle || e.skipSettle {
 		return result{state: repo.StepSkipped, note: "--skip-settle"}, nil
 	}
 	until := s.Earliest
@@ -735,7 +1095,7 @@ func (e *executor) settle(ctx context.Context, s *repo.RolloutStep) (result, err
 func (e *executor) install(ctx context.Context, c *Client, s *repo.RolloutStep) (result, error) {
 	p := s.Package
 	if p == nil {
-		return result{}, fmt.Errorf("install step %s has no package", s.ID)
+		return result{}, fmt.Errorf("install step %s has no package: the rollout record is damaged: abandon it (airlock install --abandon) and plan again", s.ID)
 	}
 	ob, err := e.status(ctx, c)
 	if err != nil {
@@ -773,11 +1133,9 @@ func (e *executor) install(ctx context.Context, c *Client, s *repo.RolloutStep) 
 		if err := e.hook(HookJobSubmitted); err != nil {
 			return result{}, err
 		}
-		ro, err := e.r.UpdateStep(e.ro.ID, s.ID, repo.StepUpdate{State: repo.StepSubmitted, Job: j.ID})
-		if err != nil {
+		if err := e.update(s.ID, repo.StepUpdate{State: repo.StepSubmitted, Job: j.ID}); err != nil {
 			return result{}, fmt.Errorf("node %s accepted install job %s but it could not be recorded: %w", c.Node(), j.ID, err)
 		}
-		*e.ro = ro
 		s.Job = j.ID
 	}
 	deadline := e.o.Now().Add(e.o.JobTimeout)
@@ -845,7 +1203,7 @@ func (e *executor) verify(ctx context.Context, c *Client, s *repo.RolloutStep) (
 func (e *executor) promote(ctx context.Context, c *Client, s *repo.RolloutStep) (result, error) {
 	peer := e.cs[s.Peer]
 	if peer == nil {
-		return result{}, fmt.Errorf("promote step %s names no peer", s.ID)
+		return result{}, fmt.Errorf("promote step %s names no peer: the rollout record is damaged: abandon it (airlock install --abandon) and plan again", s.ID)
 	}
 	ob, err := e.status(ctx, c)
 	if err != nil {
@@ -880,7 +1238,7 @@ func (e *executor) promote(ctx context.Context, c *Client, s *repo.RolloutStep) 
 func (e *executor) repair(ctx context.Context, c *Client, s *repo.RolloutStep) (result, error) {
 	peer := e.cs[s.Peer]
 	if peer == nil {
-		return result{}, fmt.Errorf("pair step %s names no peer", s.ID)
+		return result{}, fmt.Errorf("pair step %s names no peer: the rollout record is damaged: abandon it (airlock install --abandon) and plan again", s.ID)
 	}
 	pob, err := e.status(ctx, peer)
 	if err != nil {

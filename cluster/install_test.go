@@ -6,7 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -517,4 +523,603 @@ func TestInstallEvents(t *testing.T) {
 			t.Fatalf("step event %d: %+v, want step %d (%s)", i, ev, i+3, ro.Steps[i+2].ID)
 		}
 	}
+}
+
+// fourTraffic: traffic nodes t1 to t4 in one region. Rolling with
+// --max-unavailable 3 takes t1, t2 and t3 out of service in one wave (the
+// region keeps t4), then t4.
+var fourTraffic = []clustertest.NodeSpec{
+	{Name: "t1", Role: node.RoleTraffic, Region: "eu"},
+	{Name: "t2", Role: node.RoleTraffic, Region: "eu"},
+	{Name: "t3", Role: node.RoleTraffic, Region: "eu"},
+	{Name: "t4", Role: node.RoleTraffic, Region: "eu"},
+}
+
+// startFourTraffic starts fourTraffic with the packages distributed, each
+// agent's changes recorded in the returned log.
+func startFourTraffic(t *testing.T) (*clustertest.Repo, map[string]*clustertest.Agent, *clustertest.EventLog) {
+	t.Helper()
+	rp := clustertest.NewRepo(t, clustertest.Standard(4096)...)
+	agents := clustertest.StartNodes(t, rp, node.Options{}, fourTraffic...)
+	log := clustertest.NewEventLog()
+	byName := map[string]*clustertest.Agent{}
+	for _, a := range agents {
+		log.Attach(a)
+		byName[a.Name] = a
+	}
+	r := rp.Open(t)
+	defer r.Close()
+	if _, err := cluster.Distribute(context.Background(), r, cluster.DistributeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return rp, byName, log
+}
+
+// waveOptions rolls fourTraffic out with t1, t2 and t3 in one wave.
+func waveOptions(out io.Writer, events io.Writer) cluster.InstallOptions {
+	return cluster.InstallOptions{Strategy: "rolling", MaxUnavailable: 3, SkipSettle: true, PollInterval: 5 * time.Millisecond,
+		Out: out, Events: events}
+}
+
+// servesNewest fails unless every agent runs the newest versions, each
+// installed once, and is not drained.
+func servesNewest(t *testing.T, agents map[string]*clustertest.Agent) {
+	t.Helper()
+	var all []*clustertest.Agent
+	for _, a := range agents {
+		st := a.Node().Status()
+		for name, v := range newest {
+			if got := st.Installed[name]; got.String() != v {
+				t.Errorf("node %s runs %s %s, want %s", a.Name, name, got, v)
+			}
+		}
+		if st.Drained {
+			t.Errorf("node %s is still drained", a.Name)
+		}
+		all = append(all, a)
+	}
+	succeededOnce(t, all)
+}
+
+// decodeEvents decodes --json events, one whole JSON object a line.
+func decodeEvents(t *testing.T, b []byte) []cluster.Event {
+	t.Helper()
+	var evs []cluster.Event
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var ev cluster.Event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("event line %q: %v", line, err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use that calls
+// onLine, if set, with every line written.
+type syncBuffer struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	onLine func(line string)
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.onLine != nil {
+		for _, line := range strings.SplitAfter(string(p), "\n") {
+			if line != "" {
+				b.onLine(line)
+			}
+		}
+	}
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
+}
+
+func (b *syncBuffer) String() string { return string(b.Bytes()) }
+
+// stepLine is a human line of a step.
+var stepLine = regexp.MustCompile(`^\[ ?\d+/\d+\] [^\n]+: (done|skipped|failed)( \([^\n]*\))?( in [0-9.]+m?s)?$`)
+
+// checkLines fails unless every line of out is whole: a step's line or
+// one of the rollout's own.
+func checkLines(t *testing.T, out string) {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !stepLine.MatchString(line) && !strings.HasPrefix(line, "rollout ") && !strings.HasPrefix(line, "--drain-timeout ") {
+			t.Errorf("output line %q is not whole", line)
+		}
+	}
+}
+
+// TestInstallWaveConcurrent: the nodes of a wave go through their steps
+// concurrently. The install requests of t1, t2 and t3 are held at a
+// barrier until all three have sent one, so the rollout finishes only if
+// the three nodes are in their install step at once (run one after
+// another, the first would wait at the barrier for ever: the barrier
+// fails it after a minute). Each node's steps still come in plan order,
+// the wave ends before t4's wave starts, every step is reported once, on
+// whole lines, and every package is installed once on every node.
+func TestInstallWaveConcurrent(t *testing.T) {
+	rp, agents, log := startFourTraffic(t)
+	barrier := clustertest.NewGate(clustertest.IsInstall, time.Minute, "t1", "t2", "t3")
+	for _, a := range agents {
+		barrier.Attach(a)
+	}
+	r := rp.Open(t)
+	defer r.Close()
+	var out, events syncBuffer
+	ro, err := cluster.Install(context.Background(), r, waveOptions(&out, &events))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if held := barrier.Held(); len(held) != 3 || slices.Contains(held, "t4") {
+		t.Errorf("held at the barrier: %v, want t1, t2 and t3", held)
+	}
+	checkPhases(t, log.Events(), [][]string{
+		{"drain t1", "drain t2", "drain t3", "install t1", "install t2", "install t3", "undrain t1", "undrain t2", "undrain t3"},
+		{"drain t4", "install t4", "undrain t4"},
+	})
+	servesNewest(t, agents)
+	checkLines(t, out.String())
+
+	// One step event per step; each node's in step order; t4's after
+	// every step of the first wave.
+	evs := decodeEvents(t, events.Bytes())
+	if evs[0].Event != "start" || evs[len(evs)-1].Event != "finish" {
+		t.Fatalf("events start with %+v and end with %+v", evs[0], evs[len(evs)-1])
+	}
+	seen := map[int]bool{}
+	lastN := map[string]int{}
+	firstWaveDone := false
+	for _, ev := range evs[1 : len(evs)-1] {
+		if ev.Event != "step" || seen[ev.N] || ev.ID != ro.Steps[ev.N-1].ID || ev.Node != ro.Steps[ev.N-1].Node {
+			t.Fatalf("event %+v: want one step event per step", ev)
+		}
+		seen[ev.N] = true
+		if ev.N < lastN[ev.Node] {
+			t.Errorf("node %s: step %d reported after step %d", ev.Node, ev.N, lastN[ev.Node])
+		}
+		lastN[ev.Node] = ev.N
+		if ev.Node == "t4" {
+			firstWaveDone = true
+		} else if firstWaveDone {
+			t.Errorf("step %d of %s reported after t4's wave started", ev.N, ev.Node)
+		}
+	}
+	if len(seen) != len(ro.Steps) {
+		t.Errorf("%d step events for %d steps", len(seen), len(ro.Steps))
+	}
+}
+
+// TestInstallWaveGates: within a wave, the gate before a step of one
+// node never observes another node of the wave, which may be mid-step. t2
+// is undrained by the agent but its answer is held, so that the rollout
+// still expects t2 drained, while t1 and t3 (held until then) verify and
+// undrain, each step gated: a gate that looked at t2 would stop the
+// rollout ("node t2 is undrained but the rollout left it drained"). Once
+// t1 and t3 have asked to be undrained, t2's answer goes, and the
+// rollout, whose gates after the wave look at every node, finishes.
+func TestInstallWaveGates(t *testing.T) {
+	rp, agents, log := startFourTraffic(t)
+	answer := clustertest.NewGate(clustertest.IsUndrain, time.Minute)
+	answer.AttachAfter(agents["t2"])
+	polls := clustertest.NewGate(clustertest.IsJobPoll, time.Minute)
+	undrains := clustertest.NewGate(clustertest.IsUndrain, time.Minute, "t1", "t3")
+	for _, n := range []string{"t1", "t3"} {
+		polls.Attach(agents[n])
+		undrains.Attach(agents[n])
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		wait := func(g *clustertest.Gate, n int) bool {
+			for len(g.Held()) < n {
+				if ctx.Err() != nil {
+					return false
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			return true
+		}
+		if wait(answer, 1) { // t2 undrained, the rollout not told
+			polls.Open()
+			if wait(undrains, 2) { // t1 and t3 went through their gates
+				answer.Open()
+			}
+		}
+	}()
+	r := rp.Open(t)
+	defer r.Close()
+	var out syncBuffer
+	if _, err := cluster.Install(ctx, r, waveOptions(&out, nil)); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	// t1 and t3 finished their installs and verified while t2 was
+	// undrained: their gates ran then.
+	var seq []string
+	for _, e := range log.Events() {
+		switch {
+		case e.Node == "t2" && e.Kind == clustertest.EventUndrain:
+			seq = append(seq, "t2 undrained")
+		case (e.Node == "t1" || e.Node == "t3") && e.Kind == clustertest.EventInstalled && e.Detail == "license@1.1.0":
+			seq = append(seq, e.Node+" installed")
+		}
+	}
+	if len(seq) != 3 || seq[0] != "t2 undrained" {
+		t.Errorf("events %q, want t2 undrained before t1 and t3 finished installing", seq)
+	}
+	servesNewest(t, agents)
+}
+
+// TestInstallWaveFailure: when a step of one node of a wave fails (t2's
+// pre-install hook refuses), the other nodes of the wave finish the step
+// they are in (their install, begun with t2's and held until the failure
+// is reported) and start no other; the rollout stops with a *StepError naming t2's step,
+// everything finished is recorded, and a rerun resumes at the failed step
+// and finishes, installing nothing twice. When two nodes fail, both are
+// named, in step order.
+func TestInstallWaveFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		broken []string
+	}{
+		{"one node fails", []string{"t2"}},
+		{"two nodes fail", []string{"t2", "t3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rp, agents, log := startFourTraffic(t)
+			var hooks []string
+			for _, n := range tc.broken {
+				hook := filepath.Join(agents[n].Dir, "hooks", "pre-install")
+				if err := os.MkdirAll(filepath.Dir(hook), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"disk check failed on $AIRLOCK_NODE\" >&2\nexit 1\n"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				hooks = append(hooks, hook)
+			}
+			// Every node of the wave is in its first install before any
+			// goes on (barrier); then the healthy nodes are held there
+			// until the first failure is reported, so that their step ends
+			// after it.
+			var healthy []string
+			hold := clustertest.NewGate(clustertest.IsInstall, time.Minute)
+			barrier := clustertest.NewGate(clustertest.IsInstall, time.Minute, "t1", "t2", "t3")
+			for _, n := range []string{"t1", "t2", "t3"} {
+				if !slices.Contains(tc.broken, n) {
+					hold.Attach(agents[n])
+					healthy = append(healthy, n)
+				}
+				barrier.Attach(agents[n]) // in front of hold
+			}
+			var out syncBuffer
+			events := syncBuffer{onLine: func(line string) {
+				if strings.Contains(line, `"event":"failed"`) {
+					hold.Open()
+				}
+			}}
+			r := rp.Open(t)
+			defer r.Close()
+			ctx := context.Background()
+			_, err := cluster.Install(ctx, r, waveOptions(&out, &events))
+			var se *cluster.StepError
+			if !errors.As(err, &se) {
+				t.Fatalf("error %v, want a *StepError\n%s", err, out.String())
+			}
+			if fault.Code(err) != fault.ExitOperational {
+				t.Errorf("exit %d, want %d", fault.Code(err), fault.ExitOperational)
+			}
+			if held := barrier.Held(); len(held) != 3 {
+				t.Errorf("nodes in their install at once: %v, want t1, t2 and t3", held)
+			}
+			var stepErrs []*cluster.StepError
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				for _, e := range j.Unwrap() {
+					if errors.As(e, &se) {
+						stepErrs = append(stepErrs, se)
+					}
+				}
+			} else {
+				stepErrs = []*cluster.StepError{se}
+			}
+			if len(stepErrs) != len(tc.broken) {
+				t.Fatalf("%d step errors, want %d: %v", len(stepErrs), len(tc.broken), err)
+			}
+			for i, se := range stepErrs {
+				n := tc.broken[i]
+				if se.Step.Node != n || se.Step.Kind != "install" || se.Step.Package.ID() != "base@3.4.0" {
+					t.Errorf("failure %d: step %d (%s), want the install of base 3.4.0 on %s", i+1, se.Step.N, se.Step.Text, n)
+				}
+				for _, want := range []string{"on node " + n, "disk check failed on " + n, "node " + n + " is now drained"} {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("error does not say %q:\n%v", want, err)
+					}
+				}
+			}
+			if !strings.Contains(out.String(), "failed (the other nodes of the wave finish the step they are in)") {
+				t.Errorf("output:\n%s", out.String())
+			}
+			checkLines(t, out.String())
+
+			// After the first failure, only the healthy nodes' installs of
+			// base (held) end, and the other failures.
+			evs := decodeEvents(t, events.Bytes())
+			i := slices.IndexFunc(evs, func(ev cluster.Event) bool { return ev.Event == "failed" })
+			var after []string
+			for _, ev := range evs[i:] {
+				after = append(after, ev.Event+" "+ev.ID)
+			}
+			var want []string
+			for _, n := range tc.broken {
+				want = append(want, "failed install:"+n+":base@3.4.0")
+			}
+			for _, n := range healthy {
+				want = append(want, "step install:"+n+":base@3.4.0")
+			}
+			if !slices.Equal(sorted(after), sorted(want)) {
+				t.Errorf("events from the first failure on: %q, want %q", after, want)
+			}
+
+			// The record: the failed steps, the finished ones; nothing
+			// more. The healthy nodes stay drained after their install.
+			ro, err := r.UnfinishedRollout()
+			if err != nil || ro == nil || ro.State != repo.RolloutFailed {
+				t.Fatalf("unfinished rollout %+v, %v", ro, err)
+			}
+			for _, s := range ro.Steps {
+				want := repo.StepPending
+				switch {
+				case s.Node == "t4":
+				case s.Kind == "drain" || s.Kind == "wait-connections":
+					want = repo.StepDone
+				case s.Kind == "install" && s.Package.ID() == "base@3.4.0":
+					want = repo.StepDone
+					if slices.Contains(tc.broken, s.Node) {
+						want = repo.StepFailed
+					}
+				}
+				if s.State != want {
+					t.Errorf("step %d (%s) is %s, want %s", s.N, s.Text, s.State, want)
+				}
+			}
+			for _, n := range healthy {
+				st := agents[n].Node().Status()
+				jobs := agents[n].Node().Jobs()
+				if !st.Drained || len(jobs) != 1 || jobs[0].State != node.JobSucceeded || st.Installed["base"].String() != "3.4.0" {
+					t.Errorf("node %s: drained %v, jobs %+v, %v; want drained with base 3.4.0 installed", n, st.Drained, jobs, st.Installed)
+				}
+			}
+			if st := agents["t4"].Node().Status(); st.Drained || len(agents["t4"].Node().Jobs()) != 0 {
+				t.Errorf("t4, of the next wave, was touched")
+			}
+			for _, e := range log.Events() {
+				if e.Node == "t4" {
+					t.Errorf("t4, of the next wave, saw %s", e)
+				}
+			}
+
+			// Fixed, a rerun resumes at the first failed step and finishes.
+			for _, h := range hooks {
+				if err := os.Remove(h); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out.buf.Reset()
+			fin, err := cluster.Install(ctx, r, waveOptions(&out, nil))
+			if err != nil {
+				t.Fatalf("rerun: %v\n%s", err, out.String())
+			}
+			if fin.State != repo.RolloutFinished || !strings.Contains(out.String(), fmt.Sprintf("resuming at step %d", ro.Next()+1)) {
+				t.Errorf("rollout %d %s; output:\n%s", fin.ID, fin.State, out.String())
+			}
+			for _, a := range agents {
+				st := a.Node().Status()
+				if st.Drained || st.Installed["license"].String() != "1.1.0" {
+					t.Errorf("node %s: drained %v, %v", a.Name, st.Drained, st.Installed)
+				}
+				count := map[string]int{}
+				for _, j := range a.Node().Jobs() {
+					if j.State == node.JobSucceeded {
+						count[j.Package.Name+"@"+j.Package.Version.String()]++
+					}
+				}
+				for _, id := range []string{"base@3.4.0", "product@22.1.0", "product@23.1.0", "license@1.1.0"} {
+					if count[id] != 1 {
+						t.Errorf("node %s installed %s %d times, want once", a.Name, id, count[id])
+					}
+				}
+			}
+		})
+	}
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+// TestInstallWaveInterrupted: an interruption (Ctrl-C: the context
+// canceled) while the nodes of a wave wait for their install jobs stops
+// the rollout with the context's error, each node's job recorded as
+// submitted and nothing failed; the rerun follows those jobs rather than
+// submit them again, and finishes.
+func TestInstallWaveInterrupted(t *testing.T) {
+	rp, agents, _ := startFourTraffic(t)
+	polls := clustertest.NewGate(clustertest.IsJobPoll, time.Minute)
+	for _, n := range []string{"t1", "t2", "t3"} {
+		polls.Attach(agents[n])
+	}
+	r := rp.Open(t)
+	defer r.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, events syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		_, err := cluster.Install(ctx, r, waveOptions(&out, &events))
+		done <- err
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(polls.Held()) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("job polls held: %v, want t1, t2 and t3\n%s", polls.Held(), out.String())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	cancel()
+	err := <-done
+	polls.Open()
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want context.Canceled", err)
+	}
+	if strings.Contains(events.String(), `"failed"`) {
+		t.Errorf("an interruption reported a failed step:\n%s", events.String())
+	}
+	ro, err := r.UnfinishedRollout()
+	if err != nil || ro == nil {
+		t.Fatalf("unfinished rollout %+v, %v", ro, err)
+	}
+	for _, s := range ro.Steps {
+		if s.Node == "t4" || (s.Kind == "install" && s.Package.ID() != "base@3.4.0") || s.Kind == "verify" || s.Kind == "undrain" {
+			if s.State != repo.StepPending {
+				t.Errorf("step %d (%s) is %s, want pending", s.N, s.Text, s.State)
+			}
+			continue
+		}
+		want := repo.StepDone
+		if s.Kind == "install" {
+			want = repo.StepSubmitted
+		}
+		if s.State != want || (want == repo.StepSubmitted && s.Job == "") {
+			t.Errorf("step %d (%s) is %s (job %q), want %s", s.N, s.Text, s.State, s.Job, want)
+		}
+	}
+
+	var rerun bytes.Buffer
+	if _, err := cluster.Install(context.Background(), r, waveOptions(&rerun, nil)); err != nil {
+		t.Fatalf("rerun: %v\n%s", err, rerun.String())
+	}
+	servesNewest(t, agents)
+}
+
+// TestInstallWaveInterruptedMidWave interrupts the first run of a
+// rollout whose first wave takes two nodes at once after one of that
+// wave's steps took effect (the other node of the wave finishing the step
+// it is in), then reruns it: the rollout must finish, every package
+// installed once on every node, every node serving. The wave has 16
+// steps (2 drains, 2 waits, then for each node 4 installs, a verify, an
+// undrain); the points interrupted span them.
+// (TestInstallInterruptedAtEveryStep interrupts every step of rollouts
+// without concurrent waves.)
+func TestInstallWaveInterruptedMidWave(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a cluster per point")
+	}
+	specs := fourTraffic[:3] // rolling --max-unavailable 2: t1 and t2, then t3
+	for _, at := range []int{1, 3, 5, 9, 14, 16} {
+		t.Run(fmt.Sprint(at), func(t *testing.T) {
+			rp := clustertest.NewRepo(t, clustertest.Standard(4096)...)
+			list := clustertest.StartNodes(t, rp, node.Options{}, specs...)
+			agents := map[string]*clustertest.Agent{}
+			for _, a := range list {
+				agents[a.Name] = a
+			}
+			r := rp.Open(t)
+			defer r.Close()
+			ctx := context.Background()
+			if _, err := cluster.Distribute(ctx, r, cluster.DistributeOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			var out syncBuffer
+			o := waveOptions(&out, nil)
+			o.MaxUnavailable = 2
+			executed := 0
+			o.Hook = func(p string) error {
+				if p == cluster.HookStepExecuted {
+					if executed++; executed == at {
+						return errors.New("injected interruption")
+					}
+				}
+				return nil
+			}
+			if _, err := cluster.Install(ctx, r, o); err == nil || !strings.Contains(err.Error(), "injected interruption") {
+				t.Fatalf("first run: %v\n%s", err, out.String())
+			}
+			o.Hook = nil
+			ro, err := cluster.Install(ctx, r, o)
+			if err != nil || ro.State != repo.RolloutFinished {
+				t.Fatalf("rerun: %v\n%s", err, out.String())
+			}
+			servesNewest(t, agents)
+		})
+	}
+}
+
+// TestInstallDrainTimeoutOnResume: a rerun keeps the drain timeout saved
+// in the rollout unless --drain-timeout is given again, which then
+// applies to the waits that remain; the step and its ID stay the same.
+func TestInstallDrainTimeoutOnResume(t *testing.T) {
+	rp := clustertest.NewRepo(t, clustertest.Standard(4096)...)
+	agents := clustertest.Cluster(t, rp, serviced)
+	n3 := agents[2]
+	ctx := context.Background()
+	stubborn := &liveClient{home: "n3"}
+	if err := stubborn.connect(ctx, "n3", n3.Node().Status().Service); err != nil {
+		t.Fatal(err)
+	}
+	defer stubborn.close()
+	waitConnections(t, n3, 1)
+	r := rp.Open(t)
+	defer r.Close()
+	if _, err := cluster.Distribute(ctx, r, cluster.DistributeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	var failedAt *repo.RolloutStep
+	for i, tc := range []struct {
+		given, want time.Duration
+	}{
+		{200 * time.Millisecond, 200 * time.Millisecond}, // planned
+		{0, 200 * time.Millisecond},                      // rerun without the flag: the saved one
+		{600 * time.Millisecond, 600 * time.Millisecond}, // rerun with it: the new one
+		{0, 200 * time.Millisecond},                      // the new one is not saved
+	} {
+		out.Reset()
+		o := installOptions("rolling", &out)
+		o.DrainTimeout = tc.given
+		_, err := cluster.Install(ctx, r, o)
+		var se *cluster.StepError
+		if !errors.As(err, &se) || !errors.Is(err, cluster.ErrDrainTimeout) {
+			t.Fatalf("run %d: %v, want a drain timeout\n%s", i+1, err, out.String())
+		}
+		if msg := fmt.Sprintf("open %s after it was drained", tc.want); !strings.Contains(err.Error(), msg) {
+			t.Errorf("run %d (--drain-timeout %s): error does not say %q:\n%v", i+1, tc.given, msg, err)
+		}
+		if failedAt == nil {
+			failedAt = &se.Step
+		} else if se.Step.ID != failedAt.ID || se.Step.N != failedAt.N {
+			t.Errorf("run %d stopped at step %d (%s), want %d (%s)", i+1, se.Step.N, se.Step.ID, failedAt.N, failedAt.ID)
+		}
+		note := "--drain-timeout 600ms replaces the planned timeout of the waits for the connections of n3"
+		if strings.Contains(out.String(), note) != (i == 2) {
+			t.Errorf("run %d output:\n%s", i+1, out.String())
+		}
+	}
+	stubborn.close()
+	waitConnections(t, n3, 0)
+	out.Reset()
+	if _, err := cluster.Install(ctx, r, installOptions("rolling", &out)); err != nil {
+		t.Fatalf("final run: %v\n%s", err, out.String())
+	}
+	checkNewest(t, agents)
+	succeededOnce(t, agents)
 }

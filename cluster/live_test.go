@@ -283,27 +283,91 @@ func (p *prober) closeClients() {
 	}
 }
 
-// tokens condenses events into the sequence of changes per node: "drain
-// n3", "install n3" (the consecutive installs of a node, from the first
-// submitted to the last seen done), "role n2 primary", "undrain n3".
-func tokens(events []clustertest.Event) []string {
-	var out []string
+// token names the change of one event: "drain n3", "install n3" (for a
+// submitted or finished install), "role n2 primary", "undrain n3".
+func token(e clustertest.Event) string {
+	switch e.Kind {
+	case clustertest.EventInstall, clustertest.EventInstalled:
+		return "install " + e.Node
+	case clustertest.EventRole:
+		return "role " + e.Node + " " + e.Detail
+	}
+	return e.Kind + " " + e.Node
+}
+
+// checkPhases fails unless the events are the phases in order: every
+// event of a phase comes after every event of the phase before, and
+// within a phase each node's events are in the order listed, while the
+// events of different nodes may interleave (the nodes of a wave proceed
+// concurrently). A phase lists tokens (see token); the consecutive
+// installs of a node, from the first submitted to the last seen done,
+// count as one "install" token. A phase whose tokens name one node is
+// entirely ordered, so an order across nodes is a sequence of one-node
+// phases.
+func checkPhases(t *testing.T, events []clustertest.Event, phases [][]string) {
+	t.Helper()
+	var got []string
 	for _, e := range events {
-		var tok string
-		switch e.Kind {
-		case clustertest.EventInstall, clustertest.EventInstalled:
-			tok = "install " + e.Node
-		case clustertest.EventRole:
-			tok = "role " + e.Node + " " + e.Detail
-		default:
-			tok = e.Kind + " " + e.Node
+		got = append(got, e.String())
+	}
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Errorf(format+"\nthe agents saw:\n  %s\nwant phases:\n  %s", append(args, strings.Join(got, "\n  "), phasesString(phases))...)
+	}
+	nodeOf := func(tok string) string { return strings.Fields(tok)[1] }
+	k := 0
+	done := map[string]int{} // tokens of each node consumed in phase k
+	last := map[string]string{}
+	want := func(k int, n string) []string {
+		var out []string
+		for _, tok := range phases[k] {
+			if nodeOf(tok) == n {
+				out = append(out, tok)
+			}
 		}
-		if len(out) > 0 && out[len(out)-1] == tok && strings.HasPrefix(tok, "install ") {
+		return out
+	}
+	complete := func(k int) bool {
+		total := 0
+		for _, n := range done {
+			total += n
+		}
+		return total == len(phases[k])
+	}
+	for _, e := range events {
+		tok := token(e)
+		if strings.HasPrefix(tok, "install ") && last[e.Node] == tok {
 			continue
 		}
-		out = append(out, tok)
+		for {
+			if k == len(phases) {
+				fail("event %s after the last phase", e)
+				return
+			}
+			if w := want(k, e.Node); done[e.Node] < len(w) && w[done[e.Node]] == tok {
+				done[e.Node]++
+				last[e.Node] = tok
+				break
+			}
+			if !complete(k) {
+				fail("event %s in phase %d (%s), which is not complete", e, k+1, strings.Join(phases[k], ", "))
+				return
+			}
+			k++
+			clear(done)
+		}
 	}
-	return out
+	if k != len(phases)-1 || !complete(k) {
+		fail("the events end in phase %d of %d, complete %v", k+1, len(phases), k < len(phases) && complete(k))
+	}
+}
+
+func phasesString(phases [][]string) string {
+	var out []string
+	for i, p := range phases {
+		out = append(out, fmt.Sprintf("%d: %s", i+1, strings.Join(p, ", ")))
+	}
+	return strings.Join(out, "\n  ")
 }
 
 // checkInstallEvents fails unless every node's install jobs were
@@ -370,50 +434,76 @@ func checkInvariants(t *testing.T, events []clustertest.Event, specs []clusterte
 
 // TestInstallStrategiesLive runs each strategy on six nodes in two
 // regions whose reference services have live clients, and checks what the
-// agents saw: the order of drains, installs, undrains and role changes is
-// the strategy's; under rolling and atlas every region has a node
-// accepting new connections at every probe round; no client connection
-// is cut by an install or a role change (the clients of the failover pair,
-// never drained, keep their first connection through the rollout); the
-// pair ends with exactly one primary.
+// agents saw: the drains, installs, undrains and role changes come in the
+// strategy's phases, each node's in the strategy's order (the nodes of a
+// wave proceed concurrently, so their changes interleave), every phase
+// before the next; under rolling and atlas every region has a node
+// accepting new connections at every probe round and after every change;
+// no client connection is cut by an install or a role change (the clients
+// of the failover pair, never drained, keep their first connection
+// through the rollout); the pair never has two primaries and ends with
+// exactly one.
 func TestInstallStrategiesLive(t *testing.T) {
-	rolling := func(nodes ...string) []string {
-		var out []string
+	// rolling: each wave of nodes drained, installed and undrained
+	// together, each node in that order; one wave after the other.
+	rolling := func(waves ...[]string) [][]string {
+		var out [][]string
+		for _, w := range waves {
+			var p []string
+			for _, n := range w {
+				p = append(p, "drain "+n, "install "+n, "undrain "+n)
+			}
+			out = append(out, p)
+		}
+		return out
+	}
+	one := func(nodes ...string) [][]string {
+		var out [][]string
 		for _, n := range nodes {
-			out = append(out, "drain "+n, "install "+n, "undrain "+n)
+			out = append(out, []string{n})
 		}
 		return out
 	}
 	for _, tc := range []struct {
-		strategy  string
-		order     []string
-		perRegion bool
-		primary   string
-		stay      []string
+		strategy       string
+		maxUnavailable int
+		phases         [][]string
+		perRegion      bool
+		primary        string
+		stay           []string
 	}{
 		{strategy: "rolling", perRegion: true, primary: "n1",
 			// Traffic nodes one at a time, then the backup, the primary last.
-			order: rolling("n3", "n4", "n5", "n6", "n2", "n1")},
+			phases: rolling(one("n3", "n4", "n5", "n6", "n2", "n1")...)},
+		{strategy: "rolling", maxUnavailable: 2, perRegion: true, primary: "n1",
+			// Two traffic nodes at a time (each region keeps one serving).
+			phases: rolling([]string{"n3", "n4"}, []string{"n5", "n6"}, []string{"n2"}, []string{"n1"})},
 		{strategy: "failover-sync", primary: "n1", stay: []string{"n1", "n2"},
 			// The primary first, then the backup (already paired), then the others.
-			order: append([]string{"install n1", "install n2"}, rolling("n3", "n4", "n5", "n6")...)},
+			phases: append([][]string{{"install n1"}, {"install n2"}}, rolling(one("n3", "n4", "n5", "n6")...)...)},
 		{strategy: "failover-async", primary: "n2", stay: []string{"n1", "n2"},
 			// The backup first, promoted (the old primary steps down first),
 			// then the old primary, then the others.
-			order: append([]string{"install n2", "role n1 backup", "role n2 primary", "install n1"}, rolling("n3", "n4", "n5", "n6")...)},
+			phases: append([][]string{{"install n2"}, {"role n1 backup"}, {"role n2 primary"}, {"install n1"}}, rolling(one("n3", "n4", "n5", "n6")...)...)},
 		{strategy: "atlas", perRegion: true, primary: "n2", stay: []string{"n1", "n2"},
-			order: []string{
+			phases: [][]string{
 				// Half the traffic nodes of each region drained, with the backup
 				// upgraded while they drain.
-				"drain n3", "drain n5", "install n2", "install n3", "install n5",
+				{"drain n3", "drain n5", "install n2", "install n3", "install n5"},
 				// Promote the backup; the drained half back in service.
-				"role n1 backup", "role n2 primary", "undrain n3", "undrain n5",
+				{"role n1 backup"}, {"role n2 primary"},
+				{"undrain n3", "undrain n5"},
 				// The rest of the traffic nodes, then the old primary.
-				"drain n4", "drain n6", "install n4", "install n6", "install n1",
-				"undrain n4", "undrain n6",
+				{"drain n4", "drain n6", "install n4", "install n6"},
+				{"install n1"},
+				{"undrain n4", "undrain n6"},
 			}},
 	} {
-		t.Run(tc.strategy, func(t *testing.T) {
+		name := tc.strategy
+		if tc.maxUnavailable > 0 {
+			name += fmt.Sprintf("-max-unavailable-%d", tc.maxUnavailable)
+		}
+		t.Run(name, func(t *testing.T) {
 			start := time.Now()
 			rp := clustertest.NewRepo(t, clustertest.Standard(4096)...)
 			agents := clustertest.StartNodes(t, rp, serviced, sixNodes...)
@@ -436,15 +526,14 @@ func TestInstallStrategiesLive(t *testing.T) {
 			o := installOptions(tc.strategy, &out)
 			o.PollInterval = 5 * time.Millisecond
 			o.DrainTimeout = 10 * time.Second
+			o.MaxUnavailable = tc.maxUnavailable
 			_, err := cluster.Install(ctx, r, o)
 			stop()
 			if err != nil {
 				t.Fatalf("%v\n%s", err, out.String())
 			}
 			events := log.Events()
-			if got := tokens(events); !slices.Equal(got, tc.order) {
-				t.Errorf("the agents saw:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tc.order, "\n  "))
-			}
+			checkPhases(t, events, tc.phases)
 			checkInstallEvents(t, events)
 			checkInvariants(t, events, sixNodes, tc.perRegion)
 			p.check(tc.perRegion, tc.stay...)

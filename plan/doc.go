@@ -22,14 +22,27 @@
 // executor may also record the IDs it finished and skip them, within one
 // Plan.ID.
 //
-// Steps with the same nonzero Wave form a group of nodes that are out of
-// service together: an executor may run the steps of different nodes of a
-// wave concurrently, keeping each node's steps in order, and finishes a
-// wave before it starts the next step. Steps of Wave 0 run alone, in order.
+// Consecutive steps with the same nonzero Wave form a group of nodes that
+// are out of service together: an executor may run the steps of different
+// nodes of a wave concurrently, keeping each node's steps in order, and
+// finishes a wave before it starts the next step. Steps of Wave 0 run
+// alone, in order. The plan's order is also a valid order to run a wave's
+// steps one at a time. A wave's steps act on one node each: promote and
+// pair steps, which act on two, are always of Wave 0.
 //
 // Before each step an executor checks the health gates: every node touched
 // so far answers, its clock is within a minute of the admin host's, it is
 // drained exactly when the steps so far leave it drained, and the failover
-// pair (if any) has exactly one primary. A verify step adds: the node runs
-// the versions in Step.Expect.
+// pair (if any) has exactly one primary. The state that the step itself
+// sets (a drain, an undrain, the roles of a promote or pair) is left to
+// the step. A verify step adds: the node runs the versions in Step.Expect.
+//
+// Around a wave run concurrently the gates must not observe a node that
+// another node's steps are changing (an install may be rebooting it, a
+// drain may be under way): the full gate runs before the wave starts (the
+// state of each node's first step in the wave left to that step) and
+// after it ends (before the next step); within the wave, the gate before a
+// step of node N observes N and the nodes outside the wave only, and
+// checks the pair's one-primary rule only when no other node of the wave
+// belongs to the pair (the wave's steps never change roles).
 package plan

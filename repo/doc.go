@@ -66,7 +66,7 @@
 //	          plan, fixed when it started. state is "running" or "failed"
 //	          (unfinished: the next install resumes it), "finished" or
 //	          "abandoned". Each step is {"id","n","kind","node","role","peer",
-//	          "package","packages","expect","earliest","timeout","text","state",
+//	          "package","packages","expect","earliest","timeout","wave","text","state",
 //	          "job","error","updated"}, state "pending", "submitted" (job names
 //	          the node's install job), "done", "skipped" or "failed". A done or
 //	          skipped step never changes again; at most one rollout is unfinished

@@ -96,6 +96,10 @@ type RolloutStep struct {
 	Earliest time.Time `json:"earliest,omitzero"`
 	// Timeout bounds a wait-connections step.
 	Timeout time.Duration `json:"timeout,omitempty"`
+	// Wave is the step's plan wave (plan.Step.Wave): steps of one nonzero
+	// wave on different nodes may run concurrently. Records written
+	// before waves were kept have none, and their steps run one at a time.
+	Wave int `json:"wave,omitempty"`
 	// Text describes the step for people.
 	Text string `json:"text"`
 

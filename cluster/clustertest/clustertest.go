@@ -239,11 +239,26 @@ func (a *Agent) Node() *node.Agent {
 }
 
 // Wrap puts middleware in front of the agent's handler (nil removes it),
-// to inject faults.
+// to inject faults. It replaces the middleware of earlier calls of Wrap
+// and Use.
 func (a *Agent) Wrap(mw func(http.Handler) http.Handler) {
 	a.mu.Lock()
 	a.wrap = mw
 	a.mu.Unlock()
+}
+
+// Use puts middleware in front of the agent's handler and of the
+// middleware already there (Wrap, Use): the last one added sees a request
+// first.
+func (a *Agent) Use(mw func(http.Handler) http.Handler) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	inner := a.wrap
+	if inner == nil {
+		a.wrap = mw
+		return
+	}
+	a.wrap = func(h http.Handler) http.Handler { return mw(inner(h)) }
 }
 
 // Kill closes the server: the node no longer answers at its address.

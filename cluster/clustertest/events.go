@@ -64,7 +64,8 @@ type EventLog struct {
 // NewEventLog returns an empty log.
 func NewEventLog() *EventLog { return &EventLog{ended: map[string]bool{}} }
 
-// Attach records a's changes (it replaces a's middleware, see Wrap).
+// Attach records a's changes (it replaces a's middleware, see Wrap; add
+// other middleware after it with Use).
 func (l *EventLog) Attach(a *Agent) {
 	name := a.Name
 	a.Wrap(func(h http.Handler) http.Handler {
