@@ -38,8 +38,8 @@ var (
 	ErrKeyRevoked = fault.Policy("download key revoked")
 	// ErrKeyExpired: the download key is past its expiry.
 	ErrKeyExpired = fault.Policy("download key expired")
-	// ErrDowngrade: a package is older than a version the repository or a
-	// node of the key's inventory already has.
+	// ErrDowngrade: a package is older than a version a node of the
+	// download key's inventory runs.
 	ErrDowngrade = fault.Policy("package older than the version already present")
 	// ErrConflict: a package's name@version or digest is already stored
 	// with different metadata.
@@ -132,7 +132,7 @@ func (e *KeyClosedError) Error() string {
 	case ErrKeyExpired:
 		return fmt.Sprintf("download key %s expired at %s: make a new download key (airlock key new) and fetch again", e.ID, when)
 	default:
-		return fmt.Sprintf("download key %s was not issued by this repository: the bundle answers another site's or another repository's key", e.ID)
+		return fmt.Sprintf("download key %s was not issued by this repository: the bundle answers another site's or another repository's key; import it into the repository that made that key", e.ID)
 	}
 }
 

@@ -45,8 +45,8 @@ const (
 
 // ImportOptions tunes Verify and Import. The zero value is good.
 type ImportOptions struct {
-	// AllowDowngrade accepts packages older than what the repository or a
-	// node of the key's inventory already has.
+	// AllowDowngrade accepts packages older than what a node of the
+	// download key's inventory runs.
 	AllowDowngrade bool
 	// Progress reports the bytes of the bundle read; nil reports nothing.
 	Progress progress.Reporter
@@ -206,22 +206,18 @@ func (j *judge) admit(p catalog.Package) (stored bool, err error) {
 		}
 		return true, nil
 	}
-	var newest catalog.Package
 	for _, old := range j.snap.byName[p.Name] {
 		if old.Version.Compare(p.Version) == 0 {
 			return false, fmt.Errorf("package %s: %w: the repository already stores %s with another file (sha256 %s); ask the vendor which is right",
 				p, ErrConflict, old.ID(), old.SHA256.Short())
 		}
-		if newest.Version.IsZero() || newest.Version.Less(old.Version) {
-			newest = old
-		}
 	}
+	// Older than a version the repository stores is no rollback: it may be
+	// an intermediate step the install order needs (21.1 -> 22.2 -> 23.1),
+	// and install never goes below what a node runs. Older than what a
+	// node runs is one.
 	if j.opts.AllowDowngrade {
 		return false, nil
-	}
-	if !newest.Version.IsZero() && p.Version.Less(newest.Version) {
-		return false, fmt.Errorf("package %s: %w: the repository already has %s; import with --allow-downgrade if the older version is really wanted",
-			p, ErrDowngrade, newest.ID())
 	}
 	for _, n := range j.snap.keys[j.keyID].Nodes {
 		if v, ok := n.Installed[p.Name]; ok && p.Version.Less(v) {
@@ -246,7 +242,7 @@ type storeFunc func(ctx context.Context, p catalog.Package, stored bool, data io
 func check(ctx context.Context, verb, path string, snap *snapshot, opts ImportOptions, store storeFunc) (*ImportResult, *verify.Bundle, error) {
 	f, err := bundle.Open(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("bundle %s: %w", path, err)
+		return nil, nil, err // it names the bundle or volume
 	}
 	defer f.Close()
 	rep := opts.Progress
@@ -396,6 +392,10 @@ func (r *Repo) Import(ctx context.Context, path string, opts ImportOptions) (*Im
 		// data fails unless it hashes to p.SHA256 (verify.Sink): no
 		// second hash of every byte.
 		pe, err := r.blobs.IngestVerified(ctx, data, p.SHA256, p.Size)
+		var me *bundle.MemberError
+		if errors.As(err, &me) {
+			return err // damage in the bundle: it names the package's member
+		}
 		if err != nil {
 			return fmt.Errorf("package %s: %w", p, err)
 		}

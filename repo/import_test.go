@@ -216,10 +216,6 @@ func TestRefusedBundles(t *testing.T) {
 		{"expired bundle", 4, verify.ErrExpired, func(s *setup) string {
 			return s.e.bundleSpec(repotest.BundleSpec{KeyID: s.key, Now: s.e.clock().Add(-2 * time.Hour), Valid: time.Hour}, "base@3.4.0")
 		}},
-		{"downgrade against the repository", 4, ErrDowngrade, func(s *setup) string {
-			s.e.importBundle(s.e.bundle(s.e.issue(), "base@3.4.0"), ImportOptions{})
-			return s.e.bundle(s.key, "product@22.1.0", "base@3.3.9")
-		}},
 		{"downgrade against a node of the inventory", 4, ErrDowngrade, func(s *setup) string {
 			return s.e.bundle(s.e.issue(inventory("n1", "product", "21.1.0")), "base@3.4.0", "product@21.0.5")
 		}},
@@ -309,7 +305,7 @@ func TestRefusalMessages(t *testing.T) {
 	key := e.issue()
 	p := e.bundle(key, "base@3.4.0")
 	res := e.importBundle(p, ImportOptions{})
-	older := e.bundle(e.issue(), "base@3.3.0")
+	older := e.bundle(e.issue(inventory("n1", "base", "3.4.0")), "base@3.3.0")
 	r := e.open()
 	defer r.Close()
 	_, err := r.Import(context.Background(), p, ImportOptions{})
@@ -324,6 +320,19 @@ func TestRefusalMessages(t *testing.T) {
 			t.Errorf("downgrade message %q lacks %q", err, want)
 		}
 	}
+}
+
+// TestImportIntermediateVersion: a version older than one the repository
+// stores, but not older than any node runs, is an intermediate step of the
+// install order (21.1.0 -> 22.2.0 -> 23.1.0), not a downgrade.
+func TestImportIntermediateVersion(t *testing.T) {
+	e := newEnv(t)
+	e.importBundle(e.bundle(e.issue(), "product@23.1.0"), ImportOptions{})
+	res := e.importBundle(e.bundle(e.issue(inventory("n1", "product", "21.1.0")), "product@22.2.0"), ImportOptions{})
+	if len(res.Packages) != 1 || !res.Packages[0].New {
+		t.Errorf("result %+v", res)
+	}
+	e.mustCheck()
 }
 
 func TestAllowDowngrade(t *testing.T) {
