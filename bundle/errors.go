@@ -88,3 +88,20 @@ func (e *VolumeError) Error() string {
 
 // Unwrap returns Err.
 func (e *VolumeError) Unwrap() error { return e.Err }
+
+// ArgError reports a bundle path that names no bundle to read: a directory,
+// a later volume of a split bundle, or a missing file whose first volume
+// exists. It is of the usage class (exit 2): the caller was given the wrong
+// path, and Problem says which one to give instead.
+type ArgError struct {
+	// Path is the path given.
+	Path string
+	// Problem says what is wrong with Path and what to pass instead.
+	Problem string
+}
+
+// Error names the path and the problem.
+func (e *ArgError) Error() string { return "bundle " + e.Path + ": " + e.Problem }
+
+// Is reports the usage class.
+func (e *ArgError) Is(target error) bool { return target == fault.ErrUsage }

@@ -17,7 +17,6 @@ import (
 	"strings"
 
 	"github.com/airlock-project/airlock/catalog"
-	"github.com/airlock-project/airlock/fault"
 )
 
 // Output is the destination of a bundle being written: one file, or a set
@@ -431,22 +430,26 @@ func Open(path string) (io.ReadCloser, error) {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				if _, serr := os.Stat(volumeName(path, 1)); serr == nil {
-					return nil, fmt.Errorf("%w: %s does not exist but %s does: pass the first volume, %s", fault.ErrUsage, path, volumeName(path, 1), volumeName(path, 1))
+					return nil, &ArgError{Path: path, Problem: fmt.Sprintf("no such file, but %s exists: pass the first volume of the split bundle, %s", volumeName(path, 1), volumeName(path, 1))}
 				}
 			}
-			return nil, fmt.Errorf("open bundle: %w", err)
+			var pe *fs.PathError
+			if errors.As(err, &pe) && pe.Path == path {
+				err = pe.Err // the message names path already
+			}
+			return nil, fmt.Errorf("bundle %s: %w", path, err)
 		}
 		// A pipe or a device (/dev/stdin, a tape) is read as one stream and
 		// verified all the same; only a directory is a mistake.
 		if st, err := f.Stat(); err != nil || st.IsDir() {
 			f.Close()
-			return nil, fmt.Errorf("%w: %s is a directory, not a bundle file", fault.ErrUsage, path)
+			return nil, &ArgError{Path: path, Problem: "a directory, not a bundle file: pass the bundle file, or the first volume NAME.001 of a split bundle"}
 		}
 		return f, nil
 	}
 	base := m[1]
 	if m[2] != "001" {
-		return nil, fmt.Errorf("%w: %s is not the first volume of a split bundle: pass %s", fault.ErrUsage, path, volumeName(base, 1))
+		return nil, &ArgError{Path: path, Problem: "not the first volume of a split bundle: pass " + volumeName(base, 1)}
 	}
 	vols, err := readSums(base)
 	if err != nil {

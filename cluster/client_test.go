@@ -94,7 +94,7 @@ func TestNodeAdd(t *testing.T) {
 	if err := add("n1", bad, ""); err == nil || !strings.Contains(err.Error(), "token") || !strings.Contains(err.Error(), "unauthorized") {
 		t.Errorf("wrong token: %v", err)
 	}
-	if err := add("n7", a.TokenFile, ""); fault.Code(err) != fault.ExitOperational || !strings.Contains(err.Error(), `calls itself "n1"`) {
+	if err := add("n7", a.TokenFile, ""); fault.Code(err) != fault.ExitUsage || !strings.Contains(err.Error(), `calls itself "n1"`) {
 		t.Errorf("wrong name: %v", err)
 	}
 	if err := add("n1", a.TokenFile, "backup"); fault.Code(err) != fault.ExitUsage || !strings.Contains(err.Error(), "reports role primary") {

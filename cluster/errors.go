@@ -85,6 +85,21 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 // Is reports ErrUnreachable.
 func (e *UnreachableError) Is(target error) bool { return target == ErrUnreachable }
 
+// NameError reports an agent that calls itself by another name than the
+// node registered at its address (operational: the registry points at the
+// wrong node).
+type NameError struct {
+	Node string
+	URL  string
+	// Got is the name the agent reports (untrusted: quoted).
+	Got string
+}
+
+// Error names the node, the address and the name found.
+func (e *NameError) Error() string {
+	return fmt.Sprintf("node %s: the agent at %s calls itself %q: the registry points at the wrong node; re-add it with the right --url", e.Node, e.URL, fault.Printable(e.Got, 80))
+}
+
 // APIError is an error answer of a node's API: {"error", "code"} with its
 // HTTP status. Its class follows the code: downgrade, already-installed,
 // requires-unmet and refused are policy (ErrRefused); untrusted-signer,
@@ -101,7 +116,11 @@ type APIError struct {
 // Error names the node, the call and the node's own message.
 func (e *APIError) Error() string {
 	msg := e.Message
-	if msg == "" {
+	switch {
+	case e.Code == "unauthorized":
+		// The node's own message is for API clients; say what to do here.
+		msg = "the node refused the registered token"
+	case msg == "":
 		msg = fmt.Sprintf("HTTP status %d", e.Status)
 	}
 	s := fmt.Sprintf("node %s: %s: %s", e.Node, e.Op, msg)
@@ -110,7 +129,9 @@ func (e *APIError) Error() string {
 	}
 	switch e.Code {
 	case "unauthorized":
-		s += ": the registered token is wrong; re-add the node with its token file (airlock node add " + e.Node + " --token-file DIR/token …)"
+		s += ": re-add the node with its token file (airlock node add " + e.Node + " --token-file DIR/token …)"
+	case "digest-mismatch":
+		s += ": if it happens again, the repository's copy may be damaged: run airlock check"
 	case "untrusted-signer", "no-vendor-key":
 		s += ": the node does not trust the vendor key that signed the entitlement; pin it there with airlock-node trust --dir DIR vendor.pub.asc"
 	}

@@ -89,7 +89,7 @@ func observe(ctx context.Context, c *Client, now func() time.Time) observed {
 	o := observed{Status: st, At: mid, Err: err}
 	if err == nil {
 		if st.Name != c.Node() {
-			o.Err = fmt.Errorf("node %s: the agent at %s calls itself %q: the registry points at the wrong node; re-add it with the right --url", c.Node(), c.URL(), st.Name)
+			o.Err = &NameError{Node: c.Node(), URL: c.URL(), Got: st.Name}
 		}
 		o.Offset = st.Time.Sub(mid)
 	}

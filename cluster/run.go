@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/airlock-project/airlock/catalog"
+	"github.com/airlock-project/airlock/fault"
 	"github.com/airlock-project/airlock/node"
 	"github.com/airlock-project/airlock/plan"
 	"github.com/airlock-project/airlock/progress"
@@ -80,11 +82,7 @@ func RunNodeAdd(ctx context.Context, c NodeAddCmd, stdout, stderr io.Writer) err
 		ob := observe(ctx, cl, c.Options.Now)
 		cl.Close()
 		if ob.Err != nil {
-			var ue *UnreachableError
-			if errors.As(ob.Err, &ue) {
-				return fmt.Errorf("%w; nothing was added (pass --offline to add it without asking it)", ob.Err)
-			}
-			return fmt.Errorf("%w; nothing was added", ob.Err)
+			return addRefused(c, ob.Err)
 		}
 		st := ob.Status
 		if c.Role != "" && c.Role != st.Role {
@@ -130,18 +128,61 @@ func RunNodeAdd(ctx context.Context, c NodeAddCmd, stdout, stderr io.Writer) err
 	return nil
 }
 
+// addRefused explains why node add could not check the node, in terms of
+// the arguments given, keeping the class of err (a name that is not the
+// node's is a usage error).
+func addRefused(c NodeAddCmd, err error) error {
+	var (
+		ue *UnreachableError
+		fe *FingerprintError
+		ae *APIError
+		ne *NameError
+	)
+	switch {
+	case errors.As(err, &ue):
+		return fmt.Errorf("%w; nothing was added (pass --offline to add it without asking it)", err)
+	case errors.As(err, &fe):
+		return &refusal{err: err, msg: fmt.Sprintf("node %s at %s presented certificate %s, not --fingerprint %s: copy the fingerprint that airlock-node init printed on that node, and check --url; nothing was added",
+			c.Name, c.URL, fe.Got, fe.Pinned)}
+	case errors.As(err, &ae) && ae.Code == "unauthorized":
+		return &refusal{err: err, msg: fmt.Sprintf("node %s at %s refused the token in --token-file %s (unauthorized): give that node's own token file (DIR/token of airlock-node init); nothing was added",
+			c.Name, c.URL, c.TokenFile)}
+	case errors.As(err, &ne):
+		return &refusal{err: errors.Join(err, fault.ErrUsage), msg: fmt.Sprintf("node %s: the agent at %s calls itself %q: give its own name (airlock node add %s …), or the --url of node %s; nothing was added",
+			c.Name, ne.URL, fault.Printable(ne.Got, 80), fault.Printable(ne.Got, 80), c.Name)}
+	}
+	return fmt.Errorf("%w; nothing was added", err)
+}
+
+// refusal replaces the message of err and keeps its class.
+type refusal struct {
+	msg string
+	err error
+}
+
+func (e *refusal) Error() string { return e.msg }
+func (e *refusal) Unwrap() error { return e.err }
+
 func readToken(path string) (string, error) {
 	if path == "" {
 		return "", fmt.Errorf("%w: no --token-file", repo.ErrInvalid)
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("--token-file: %w", err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return "", fmt.Errorf("--token-file %s: %w: give the node's token file (DIR/token of airlock-node init)", path, err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
 	if err != nil {
-		return "", fmt.Errorf("--token-file %s: %w", path, err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return "", fmt.Errorf("--token-file %s: %w: give the node's token file (DIR/token of airlock-node init)", path, err)
 	}
 	if len(b) > maxTokenFile {
 		return "", fmt.Errorf("%w: --token-file %s is larger than %d bytes: give the node's token file (DIR/token of airlock-node init)", repo.ErrInvalid, path, maxTokenFile)
@@ -239,6 +280,9 @@ type NodeStatus struct {
 	// Jobs are the install jobs queued or running.
 	Jobs     []JobStatus `json:"jobs"`
 	Warnings []string    `json:"warnings"`
+	// fault labels an unanswered node for people: UNREACHABLE, or FAILED
+	// (another certificate, an error answer).
+	fault string
 }
 
 // StagedStatus is a package staged (or being staged) on a node.
@@ -297,7 +341,10 @@ func RunStatus(ctx context.Context, c StatusCmd, stdout, stderr io.Writer) error
 		ns := NodeStatus{Name: n.Name, Role: n.Role, Region: n.Region, URL: n.URL, Installed: map[string]catalog.Version{},
 			Staged: []StagedStatus{}, Jobs: []JobStatus{}, Warnings: []string{}}
 		if ob.Err != nil {
-			ns.Error = ob.Err.Error()
+			ns.Error, ns.fault = ob.Err.Error(), "FAILED"
+			if errors.Is(ob.Err, ErrUnreachable) {
+				ns.fault = "UNREACHABLE"
+			}
 			errs = append(errs, ob.Err)
 			out[i] = ns
 			continue
@@ -337,7 +384,7 @@ func RunStatus(ctx context.Context, c StatusCmd, stdout, stderr io.Writer) error
 		writeStatus(stdout, out)
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%d of %d node(s) did not answer: %w", len(errs), len(nodes), errors.Join(errs...))
+		return fmt.Errorf("%d of %d node(s) could not be asked: %w", len(errs), len(nodes), errors.Join(errs...))
 	}
 	return nil
 }
@@ -364,7 +411,7 @@ func writeStatus(w io.Writer, nodes []NodeStatus) {
 			fmt.Fprintln(w)
 		}
 		if !n.Reachable {
-			fmt.Fprintf(w, "%s (%s) %s: UNREACHABLE: %s\n", n.Name, roleRegion(n.Role, n.Region), n.URL, n.Error)
+			fmt.Fprintf(w, "%s (%s) %s: %s: %s\n", n.Name, roleRegion(n.Role, n.Region), n.URL, n.fault, n.Error)
 			continue
 		}
 		state := "serving"
@@ -426,7 +473,7 @@ func RunPlan(ctx context.Context, c PlanCmd, stdout, stderr io.Writer) error {
 	pl, err := buildPlan(ctx, r, nodes, c.Client, plan.Options{Strategy: c.Strategy, Nodes: c.Nodes,
 		MaxUnavailable: c.MaxUnavailable, Now: now(), SkipSettle: c.SkipSettle}, now)
 	if err != nil {
-		return err
+		return unreachableAdvice(err)
 	}
 	if c.JSON {
 		return writeJSON(stdout, pl)
@@ -544,7 +591,16 @@ func RunInstall(ctx context.Context, c InstallCmd, stdout, stderr io.Writer) err
 		opts.Now = c.Options.Now
 	}
 	_, err = Install(ctx, r, opts)
-	return err
+	return unreachableAdvice(err)
+}
+
+// unreachableAdvice adds the next step to a plan that failed because the
+// repository lacks a version some node needs on the way (plan.ErrUnreachable).
+func unreachableAdvice(err error) error {
+	if !errors.Is(err, plan.ErrUnreachable) {
+		return err
+	}
+	return fmt.Errorf("%w; fetch the missing versions with a new download key (airlock key new), or leave these nodes out (--node)", err)
 }
 
 func rw(o repo.Options) repo.Options { o.ReadOnly = false; return o }

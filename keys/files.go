@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 
 	"github.com/airlock-project/airlock/atomicfile"
 )
@@ -44,28 +45,57 @@ func WritePublicFile(path string, k *PublicKey) error {
 
 // ReadPrivateFile is ReadPrivate of the file at path; errors name the path.
 func ReadPrivateFile(path string, passphrase []byte) (*PrivateKey, error) {
-	f, err := os.Open(path)
+	what := "private key " + path
+	f, err := openKeyFile(path, what)
 	if err != nil {
-		return nil, fmt.Errorf("read private key: %w", err)
+		return nil, err
 	}
 	defer f.Close()
-	k, err := ReadPrivate(f, passphrase)
+	k, err := readPrivate(f, passphrase, what)
 	if err != nil {
-		return nil, fmt.Errorf("private key %s: %w", path, err)
+		return nil, nameFile(err, what)
 	}
 	return k, nil
 }
 
 // ReadPublicFile is ReadPublic of the file at path; errors name the path.
 func ReadPublicFile(path string) (*PublicKey, error) {
-	f, err := os.Open(path)
+	what := "public key " + path
+	f, err := openKeyFile(path, what)
 	if err != nil {
-		return nil, fmt.Errorf("read public key: %w", err)
+		return nil, err
 	}
 	defer f.Close()
-	k, err := ReadPublic(f)
+	k, err := readPublic(f, what)
 	if err != nil {
-		return nil, fmt.Errorf("public key %s: %w", path, err)
+		return nil, nameFile(err, what)
 	}
 	return k, nil
+}
+
+// openKeyFile opens a key file for reading; what ("public key PATH")
+// names it in errors, once.
+func openKeyFile(path, what string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) && pe.Path == path {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		f.Close()
+		return nil, fmt.Errorf("%s: is a directory, not a key file", what)
+	}
+	return f, nil
+}
+
+// nameFile puts what before an error of the readers that does not start
+// with it already (most of their messages name what they read).
+func nameFile(err error, what string) error {
+	if strings.HasPrefix(err.Error(), what) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }

@@ -122,7 +122,11 @@ func publicFromEntity(e *openpgp.Entity) (*PublicKey, error) {
 // key policy of ReadPublic applies, and the key must hold the secret of a
 // signing key.
 func ReadPrivate(r io.Reader, passphrase []byte) (*PrivateKey, error) {
-	const what = "private key"
+	return readPrivate(r, passphrase, "private key")
+}
+
+// readPrivate is ReadPrivate; what names the input in messages.
+func readPrivate(r io.Reader, passphrase []byte, what string) (*PrivateKey, error) {
 	b, err := readBounded(r, MaxArmoredKey, what)
 	if err != nil {
 		return nil, err

@@ -68,8 +68,10 @@ type keyInfo struct {
 // or binary, of at most MaxArmoredKey bytes, and applies the key policy. A
 // private key, several keys, or anything else is refused with ErrMalformed;
 // weak algorithms with ErrWeakAlgorithm, ErrWeakRSA or ErrWeakHash.
-func ReadPublic(r io.Reader) (*PublicKey, error) {
-	const what = "public key"
+func ReadPublic(r io.Reader) (*PublicKey, error) { return readPublic(r, "public key") }
+
+// readPublic is ReadPublic; what names the input in messages.
+func readPublic(r io.Reader, what string) (*PublicKey, error) {
 	b, err := readBounded(r, MaxArmoredKey, what)
 	if err != nil {
 		return nil, err

@@ -424,7 +424,7 @@ func fit(strategy string, sel []*member) error {
 			}
 		}
 		if len(prim) != 1 || len(back) != 1 {
-			return fmt.Errorf("%w: %s needs exactly one primary and one backup among the selected nodes, and they have primary: %s; backup: %s: set the roles with 'airlock node add --role', select the pair with --node, or choose another --strategy",
+			return fmt.Errorf("%w: %s needs exactly one primary and one backup among the selected nodes, and they have primary: %s; backup: %s: give the nodes those roles (airlock-node init --role), select the pair with --node, or choose another --strategy",
 				ErrMisfit, strategy, joinNames(prim), joinNames(back))
 		}
 		if strategy != StrategyAtlas {

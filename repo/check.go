@@ -20,6 +20,10 @@ import (
 	"github.com/airlock-project/airlock/progress"
 )
 
+// damagedDB is the next step for a record that the database should not
+// hold: Check cannot repair it.
+const damagedDB = "the database is damaged; restore the repository from a backup"
+
 // CheckOptions tunes Check. The zero value is good.
 type CheckOptions struct {
 	// Progress reports the bytes of blobs re-hashed; nil reports nothing.
@@ -58,7 +62,7 @@ func (r *Repo) Check(ctx context.Context, opts CheckOptions) (*CheckReport, erro
 		if err := tx.Bucket(bucketBundles).ForEach(func(k, v []byte) error {
 			var b bundleRecord
 			if err := decodeRecord(bucketBundles, k, v, &b); err != nil {
-				add("record", "bundle "+string(k), "%v", err)
+				add("record", "bundle "+string(k), "undecodable: %s", damagedDB)
 				return nil
 			}
 			bundles[string(k)] = b
@@ -70,12 +74,12 @@ func (r *Repo) Check(ctx context.Context, opts CheckOptions) (*CheckReport, erro
 			var p packageRecord
 			d, derr := catalog.ParseDigest(string(k))
 			if err := decodeRecord(bucketPackages, k, v, &p); err != nil || derr != nil || p.Package.SHA256 != d {
-				add("record", "package "+string(k), "undecodable, or stored under another digest than its own")
+				add("record", "package "+string(k), "undecodable, or stored under another digest than its own: %s", damagedDB)
 				return nil
 			}
 			pkgs[d] = p
 			if _, ok := bundles[p.Bundle]; !ok {
-				add("dangling", p.Package.String(), "names bundle %s, which the repository does not hold", p.Bundle)
+				add("dangling", p.Package.String(), "names bundle %s, which the repository does not hold: %s", p.Bundle, damagedDB)
 			}
 			return nil
 		}); err != nil {
@@ -84,7 +88,7 @@ func (r *Repo) Check(ctx context.Context, opts CheckOptions) (*CheckReport, erro
 		for _, b := range bundles {
 			for _, d := range b.Packages {
 				if _, ok := pkgs[d]; !ok {
-					add("dangling", "bundle "+b.ID, "lists package sha256 %s, which the repository does not hold", d.Short())
+					add("dangling", "bundle "+b.ID, "lists package sha256 %s, which the repository does not hold: %s", d.Short(), damagedDB)
 				}
 			}
 		}
@@ -92,12 +96,12 @@ func (r *Repo) Check(ctx context.Context, opts CheckOptions) (*CheckReport, erro
 			rep.Keys++
 			var key keyRecord
 			if err := decodeRecord(bucketKeys, k, v, &key); err != nil {
-				add("record", "download key "+string(k), "%v", err)
+				add("record", "download key "+string(k), "undecodable: %s", damagedDB)
 				return nil
 			}
 			if key.State == KeyFulfilled {
 				if _, ok := bundles[key.Bundle]; !ok {
-					add("dangling", "download key "+string(k), "fulfilled by bundle %s, which the repository does not hold", key.Bundle)
+					add("dangling", "download key "+string(k), "fulfilled by bundle %s, which the repository does not hold: %s", key.Bundle, damagedDB)
 				}
 			}
 			return nil

@@ -269,7 +269,7 @@ func ParseInventory(data []byte) ([]catalog.NodeInventory, error) {
 func ReadInventoryFile(path string) ([]catalog.NodeInventory, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("inventory: %w", err)
+		return nil, fmt.Errorf("inventory %s: %w", path, pathCause(err))
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxInventorySize+1))

@@ -45,7 +45,7 @@ func Init(ctx context.Context, opts Options, site string) (*InitResult, error) {
 	}
 	dir := opts.Dir
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("init repository: %w", err)
+		return nil, fmt.Errorf("init repository %s: %w; choose another --repo", dir, err)
 	}
 	dbPath := filepath.Join(dir, DBFile)
 	if _, err := os.Lstat(dbPath); err == nil {
@@ -141,7 +141,7 @@ func createDB(dir, site string, fp keys.Fingerprint, now time.Time, actor string
 func (r *Repo) readSiteKey() (*keys.PrivateKey, error) {
 	k, err := keys.ReadPrivateFile(filepath.Join(r.dir, SiteKeyFile), nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: the repository signs download keys with it; restore %s from a backup of the repository", err, SiteKeyFile)
 	}
 	if k.Fingerprint() != r.siteKey {
 		return nil, fmt.Errorf("%s holds key %s, but the repository was created with site key %s: restore the original %s",

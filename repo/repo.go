@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -124,10 +125,17 @@ func Open(ctx context.Context, opts Options) (*Repo, error) {
 	}
 	dir := opts.Dir
 	dbPath := filepath.Join(dir, DBFile)
-	if _, err := os.Stat(dbPath); errors.Is(err, fs.ErrNotExist) {
+	st, err := os.Stat(dbPath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("%w at %s (no %s): create one with 'airlock init --site NAME', or point --repo or AIRLOCK_REPO at it", ErrNoRepository, dir, DBFile)
-	} else if err != nil {
+	case errors.Is(err, syscall.ENOTDIR):
+		return nil, fmt.Errorf("%w at %s (not a directory): point --repo or AIRLOCK_REPO at the repository's directory", ErrNoRepository, dir)
+	case err != nil:
 		return nil, fmt.Errorf("open repository %s: %w", dir, err)
+	case st.Size() == 0:
+		// bbolt would try to initialise it, and fail read-only.
+		return nil, fmt.Errorf("open repository %s: %s is empty (%w): restore the repository from a backup, or point --repo or AIRLOCK_REPO at another", dir, dbPath, ErrSchema)
 	}
 	timeout := opts.LockTimeout
 	if timeout <= 0 {
@@ -138,8 +146,13 @@ func Open(ctx context.Context, opts Options) (*Repo, error) {
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, &InUseError{Dir: dir, Holder: readHolder(dir), Waited: time.Since(start)}
 	}
+	var errno syscall.Errno
+	if err != nil && errors.As(err, &errno) {
+		return nil, fmt.Errorf("open repository database %s: %w", dbPath, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("open repository database %s: %w (%w)", dbPath, err, ErrSchema)
+		// bbolt found no valid database in the file.
+		return nil, fmt.Errorf("open repository %s: %s is not an airlock database or is damaged (%w: %w): restore the repository from a backup, or point --repo or AIRLOCK_REPO at another", dir, dbPath, ErrSchema, err)
 	}
 	r := &Repo{dir: dir, opts: opts, db: db}
 	if err := r.readMeta(); err != nil {
@@ -180,7 +193,7 @@ func (r *Repo) readMeta() error {
 		}
 		for _, b := range allBuckets {
 			if tx.Bucket(b) == nil {
-				return fmt.Errorf("%w: %s lacks bucket %q of schema %d: the database is damaged", ErrSchema, r.dbPath(), b, SchemaVersion)
+				return fmt.Errorf("%w: %s lacks bucket %q of schema %d: the database is damaged; restore the repository from a backup", ErrSchema, r.dbPath(), b, SchemaVersion)
 			}
 		}
 		r.site = string(meta.Get(metaSite))

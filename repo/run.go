@@ -8,7 +8,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -57,7 +59,7 @@ type TrustAddCmd struct {
 func RunTrustAdd(ctx context.Context, c TrustAddCmd, stdout, stderr io.Writer) error {
 	role, err := keys.ParseRole(c.Role)
 	if err != nil {
-		return fmt.Errorf("--role: %w", err)
+		return fmt.Errorf("%w: --role %q: trust add takes vendor or courier", ErrRole, printable(c.Role))
 	}
 	pub, err := keys.ReadPublicFile(c.File)
 	if err != nil {
@@ -112,7 +114,7 @@ type TrustRemoveCmd struct {
 func RunTrustRemove(ctx context.Context, c TrustRemoveCmd, stdout, stderr io.Writer) error {
 	fp, err := keys.ParseFingerprint(c.Fingerprint)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (see airlock trust list)", err)
 	}
 	r, err := openRW(ctx, c.Options)
 	if err != nil {
@@ -147,7 +149,7 @@ func RunKeyNew(ctx context.Context, c KeyNewCmd, stdout, stderr io.Writer) error
 	if _, err := os.Lstat(c.Out); err == nil {
 		return fmt.Errorf("%w: --out %s already exists: choose another name, or remove it first", ErrInvalid, c.Out)
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("--out %s: %w", c.Out, err)
+		return outError(c.Out, err)
 	}
 	var opts KeyOptions
 	opts.Expires = c.Expires
@@ -160,7 +162,7 @@ func RunKeyNew(ctx context.Context, c KeyNewCmd, stdout, stderr io.Writer) error
 	}
 	out, err := atomicfile.Create(c.Out, 0o644)
 	if err != nil {
-		return fmt.Errorf("--out %s: %w", c.Out, err)
+		return outError(c.Out, err)
 	}
 	out.NoReplace()
 	defer out.Abort()
@@ -195,6 +197,31 @@ func RunKeyNew(ctx context.Context, c KeyNewCmd, stdout, stderr io.Writer) error
 		info.ID, info.Site, len(info.Nodes), stamp(info.Expires), c.Out)
 	fmt.Fprintf(stdout, "next: carry %s to the internet host and run airlock-fetch bundle --key %s …\n", c.Out, c.Out)
 	return nil
+}
+
+// outError explains why the file out cannot be written: its directory is
+// missing, is not a directory, or is not writable.
+func outError(out string, err error) error {
+	dir := filepath.Dir(out)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("--out %s: directory %s does not exist: create it, or choose another --out", out, dir)
+	case errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("--out %s: %s is not a directory: choose another --out", out, dir)
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("--out %s: directory %s is not writable (%w): choose another --out", out, dir, pathCause(err))
+	}
+	return fmt.Errorf("--out %s: %w", out, err)
+}
+
+// pathCause returns the cause of a *fs.PathError, whose own message names
+// a path the caller's message already names (or a temporary file).
+func pathCause(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // KeyListCmd is airlock key list.

@@ -198,7 +198,7 @@ func Answers(e *Entitlement, k *DownloadKey) error {
 
 func checkSiteAndKey(pol Policy, what, site string, id catalog.KeyID) error {
 	if pol.Site != "" && site != pol.Site {
-		return fmt.Errorf("%s for key %s: %w: made for site %q, this is site %q", what, id, ErrWrongSite, site, pol.Site)
+		return fmt.Errorf("%s for key %s: %w: it is for site %q, not this one (%q): take it to that site", what, id, ErrWrongSite, site, pol.Site)
 	}
 	if pol.Outstanding != nil {
 		if err := pol.Outstanding(id); err != nil {
@@ -264,13 +264,13 @@ func verifyHeader(hdr bundle.Header, trust *keys.TrustStore, pol Policy) (*Bundl
 	}
 	m, err := bundle.DecodeManifest(hdr.Manifest)
 	if err != nil {
-		return nil, fmt.Errorf("member manifest.json: %w", err)
+		return nil, fmt.Errorf("member manifest.json: %w: %s", err, adviceRemake)
 	}
 	if m.Courier != csig.Signer.String() {
-		return nil, fmt.Errorf("member manifest.json: %w: names %s, signed by %s", ErrCourierMismatch, m.Courier, csig.Signer)
+		return nil, fmt.Errorf("member manifest.json: %w: names %s, signed by %s: %s", ErrCourierMismatch, m.Courier, csig.Signer, adviceRemake)
 	}
 	if got := catalog.Digest(sha256.Sum256(hdr.Entitlement)); got != m.Entitlement {
-		return nil, fmt.Errorf("member entitlement.asc: %w: sha256 %s, manifest says %s", ErrEntitlementDigest, got.Short(), m.Entitlement.Short())
+		return nil, fmt.Errorf("member entitlement.asc: %w: sha256 %s, manifest says %s: %s", ErrEntitlementDigest, got.Short(), m.Entitlement.Short(), adviceRemake)
 	}
 	ent, err := openEntitlement(hdr.Entitlement, trust, pol)
 	if err != nil {
@@ -291,27 +291,31 @@ func verifyHeader(hdr bundle.Header, trust *keys.TrustStore, pol Policy) (*Bundl
 	return &Bundle{Manifest: m, Entitlement: ent, Courier: csig, Header: hdr}, nil
 }
 
+// adviceRemake is the next step for a bundle whose courier signature
+// verifies but whose content does not hold together: its maker is at fault.
+const adviceRemake = "the courier signed a bundle that is wrong: make it again with airlock-fetch bundle"
+
 // consistent requires the manifest to list exactly the entitled packages,
 // with identical metadata, for the same site and key.
 func consistent(m bundle.Manifest, e *Entitlement) error {
 	if m.Site != e.Site || m.KeyID != e.KeyID {
-		return fmt.Errorf("bundle %s: %w: manifest is for site %q key %s, entitlement for site %q key %s",
-			m.ID, ErrInconsistent, m.Site, m.KeyID, e.Site, e.KeyID)
+		return fmt.Errorf("bundle %s: %w: manifest is for site %q key %s, entitlement for site %q key %s: %s",
+			m.ID, ErrInconsistent, m.Site, m.KeyID, e.Site, e.KeyID, adviceRemake)
 	}
 	entitled := make(map[catalog.Digest]catalog.Package, len(e.Packages))
 	for _, p := range e.Packages {
 		entitled[p.SHA256] = p
 	}
 	if len(m.Packages) != len(entitled) {
-		return fmt.Errorf("bundle %s: %w: manifest lists %d packages, the entitlement %d", m.ID, ErrInconsistent, len(m.Packages), len(entitled))
+		return fmt.Errorf("bundle %s: %w: manifest lists %d packages, the entitlement %d: %s", m.ID, ErrInconsistent, len(m.Packages), len(entitled), adviceRemake)
 	}
 	for _, p := range m.Packages {
 		want, ok := entitled[p.SHA256]
 		if !ok {
-			return fmt.Errorf("bundle %s: %w: package %s is not in the vendor's entitlement", m.ID, ErrInconsistent, p)
+			return fmt.Errorf("bundle %s: %w: package %s is not in the vendor's entitlement: %s", m.ID, ErrInconsistent, p, adviceRemake)
 		}
 		if !p.Equal(want) {
-			return fmt.Errorf("bundle %s: %w: package %s metadata differs from the vendor's entitlement", m.ID, ErrInconsistent, p)
+			return fmt.Errorf("bundle %s: %w: package %s metadata differs from the vendor's entitlement: %s", m.ID, ErrInconsistent, p, adviceRemake)
 		}
 		delete(entitled, p.SHA256)
 	}

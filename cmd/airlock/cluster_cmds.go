@@ -113,6 +113,9 @@ func clusterCommands() []*cli.Command {
 				if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 					return err
 				}
+				if err := positive(c, "max-unavailable"); err != nil {
+					return err
+				}
 				return cluster.RunPlan(c.Context, cluster.PlanCmd{
 					Options: repoOptions(c), Strategy: c.String("strategy"), Nodes: c.StringSlice("node"),
 					MaxUnavailable: c.Int("max-unavailable"), SkipSettle: c.Bool("skip-settle"), JSON: c.Bool("json"),
@@ -136,8 +139,8 @@ func clusterCommands() []*cli.Command {
 				if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 					return err
 				}
-				if c.Int("parallel") < 1 {
-					return fmt.Errorf("%w: distribute: --parallel %d: want 1 or more", fault.ErrUsage, c.Int("parallel"))
+				if err := positive(c, "parallel", "stall-timeout"); err != nil {
+					return err
 				}
 				return cluster.RunDistribute(c.Context, cluster.DistributeCmd{
 					Options: repoOptions(c),
@@ -163,7 +166,7 @@ func clusterCommands() []*cli.Command {
 				&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
 				&cli.BoolFlag{Name: "dry-run", Usage: "print the steps and change nothing"},
 				&cli.BoolFlag{Name: "abandon", Usage: "abandon the unfinished rollout and plan afresh"},
-				&cli.DurationFlag{Name: "drain-timeout", Usage: "how long to wait for a drained node's connections to end", Value: plan.DefaultDrainTimeout},
+				&cli.DurationFlag{Name: "drain-timeout", Usage: "how long to wait for a drained node's connections to end (given when resuming, it replaces the saved one)", Value: plan.DefaultDrainTimeout},
 				&cli.DurationFlag{Name: "job-timeout", Usage: "how long one install may take on a node", Value: cluster.DefaultJobTimeout},
 				&cli.BoolFlag{Name: "json", Usage: "print one JSON event per line on stdout (start, step, failed, finish); the step lines go to stderr"},
 				cliapp.NoProgressFlag,
@@ -188,24 +191,64 @@ func installAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Duration("drain-timeout") <= 0 || c.Duration("job-timeout") <= 0 {
-		return fmt.Errorf("%w: install: --drain-timeout and --job-timeout must be positive", fault.ErrUsage)
+	if err := positive(c, "max-unavailable", "drain-timeout", "job-timeout"); err != nil {
+		return err
 	}
 	stdout := c.App.Writer
 	var events io.Writer
 	if c.Bool("json") {
 		events, stdout = c.App.Writer, c.App.ErrWriter
 	}
+	// Given, --drain-timeout also replaces the one saved in a resumed
+	// rollout; left out, that one is kept (zero: a new plan's default).
+	drainTimeout := c.Duration("drain-timeout")
+	if !c.IsSet("drain-timeout") {
+		drainTimeout = 0
+	}
 	return cluster.RunInstall(c.Context, cluster.InstallCmd{
 		Options: repoOptions(c),
 		InstallOptions: cluster.InstallOptions{
 			Events:   events,
 			Strategy: c.String("strategy"), Nodes: c.StringSlice("node"), MaxUnavailable: c.Int("max-unavailable"),
-			SkipSettle: c.Bool("skip-settle"), DrainTimeout: c.Duration("drain-timeout"), JobTimeout: c.Duration("job-timeout"),
+			SkipSettle: c.Bool("skip-settle"), DrainTimeout: drainTimeout, JobTimeout: c.Duration("job-timeout"),
 			DryRun: c.Bool("dry-run"), Abandon: c.Bool("abandon"), Confirm: confirm, Hook: hook,
 			Progress: cliapp.Progress(c),
 		},
 	}, stdout, c.App.ErrWriter)
+}
+
+// positive returns a usage error naming the first of the named int or
+// duration flags whose value is not positive (urfave/cli takes 0 as given).
+func positive(c *cli.Context, names ...string) error {
+	for _, n := range names {
+		var got, want string
+		switch flagOf(c, n).(type) {
+		case *cli.IntFlag:
+			if c.Int(n) < 1 {
+				got, want = fmt.Sprint(c.Int(n)), "1 or more"
+			}
+		case *cli.DurationFlag:
+			if c.Duration(n) <= 0 {
+				got, want = c.Duration(n).String(), "a positive duration"
+			}
+		}
+		if want != "" {
+			return fmt.Errorf("%w: %s: --%s %s: want %s (see '%s --help')", fault.ErrUsage, cliapp.CommandPath(c), n, got, want, cliapp.CommandPath(c))
+		}
+	}
+	return nil
+}
+
+// flagOf returns the command's flag called name, or nil.
+func flagOf(c *cli.Context, name string) cli.Flag {
+	for _, f := range c.Command.Flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return f
+			}
+		}
+	}
+	return nil
 }
 
 // ask asks a yes/no question on the terminal; anything but yes declines.

@@ -16,6 +16,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/airlock-project/airlock/catalog"
+	"github.com/airlock-project/airlock/cluster/clustertest"
 	"github.com/airlock-project/airlock/cmd/internal/cliapp"
 	"github.com/airlock-project/airlock/keys"
 	"github.com/airlock-project/airlock/repo"
@@ -30,13 +31,17 @@ func TestMain(m *testing.M) {
 
 // TestScripts runs the CLI scenarios in testdata/*.txtar. Each runs with
 // AIRLOCK_REPO=$WORK/repo and a vendor and courier in $WORK/world (see
-// the custom commands below).
+// the custom commands below). exit0.txtar … exit4.txtar index the exit
+// codes of airlock, one file per code, with their typical causes.
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata",
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("AIRLOCK_REPO", filepath.Join(env.WorkDir, "repo"))
+			// The script's own *testing.T, for the agents it starts.
+			env.Values[scriptT{}] = env.T()
+			env.Values[agentsKey{}] = map[string]*clustertest.Agent{}
 			world := filepath.Join(env.WorkDir, "world")
 			if err := os.Mkdir(world, 0o755); err != nil {
 				return err
@@ -54,16 +59,26 @@ func TestScripts(t *testing.T) {
 			"tamper":      cmdTamper,
 			"want-exit":   cmdWantExit,
 			"fingerprint": cmdFingerprint,
+			"agent":       cmdAgent,
 		},
 	})
 }
 
+// scriptT is the key of the script's testing.TB in the Env values;
+// agentsKey that of the agents it started, by name.
+type (
+	scriptT   struct{}
+	agentsKey struct{}
+)
+
 // mkbundle [-site S] [-signer vendor|courier|mallory] [-entsigner ...]
-// [-id ID] [-split BYTES] [-valid DUR] [-ago DUR] KEYFILE|random OUT PKG...
+// [-id ID] [-split BYTES] [-valid DUR] [-ago DUR] [-req 'PKG=CONSTRAINT']...
+// KEYFILE|random OUT PKG...
 //
 // writes a bundle answering the download key in KEYFILE (verified with
 // $AIRLOCK_REPO/site.pub.asc), made by the world's vendor and courier
-// unless told otherwise. PKG is name@version[:size].
+// unless told otherwise. PKG is name@version[:size]; -req adds a
+// requirement to one of them ('product@23.1.0=product >= 22.2.0').
 func cmdMkbundle(ts *testscript.TestScript, neg bool, args []string) {
 	if neg {
 		ts.Fatalf("unsupported: ! mkbundle")
@@ -76,6 +91,15 @@ func cmdMkbundle(ts *testscript.TestScript, neg bool, args []string) {
 	split := fs.Int64("split", 0, "")
 	valid := fs.Duration("valid", 0, "")
 	ago := fs.Duration("ago", 0, "")
+	reqs := map[string][]string{}
+	fs.Func("req", "", func(v string) error {
+		id, c, ok := strings.Cut(v, "=")
+		if !ok {
+			return fmt.Errorf("-req %q: want PKG=CONSTRAINT", v)
+		}
+		reqs[id] = append(reqs[id], c)
+		return nil
+	})
 	ts.Check(fs.Parse(args))
 	if fs.NArg() < 2 {
 		ts.Fatalf("usage: mkbundle [flags] KEYFILE OUT PKG...")
@@ -116,6 +140,7 @@ func cmdMkbundle(ts *testscript.TestScript, neg bool, args []string) {
 	for _, s := range fs.Args()[2:] {
 		p, err := repotest.ParsePkg(s)
 		ts.Check(err)
+		p.Requires = reqs[p.Name+"@"+p.Version]
 		spec.Packages = append(spec.Packages, p)
 	}
 	m, err := w.WriteBundle(context.Background(), ts.MkAbs(fs.Arg(1)), spec)
@@ -275,4 +300,43 @@ func cmdFingerprint(ts *testscript.TestScript, neg bool, args []string) {
 	k, err := keys.ReadPublicFile(ts.MkAbs(args[0]))
 	ts.Check(err)
 	ts.Setenv(args[1], k.Fingerprint().String())
+}
+
+// agent [-role R] [-region R] NAME starts a node agent called NAME in the
+// test process (see clustertest.StartAgent), trusting the world's vendor,
+// running base 3.3.2 and product 21.1.0, and sets $NAME_URL, $NAME_TOKEN
+// (its token file) and $NAME_FP (its certificate fingerprint). It serves
+// until the script ends. "agent -stop NAME" closes it: the node no longer
+// answers.
+func cmdAgent(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! agent")
+	}
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	role := fs.String("role", "traffic", "")
+	region := fs.String("region", "", "")
+	stop := fs.Bool("stop", false, "")
+	ts.Check(fs.Parse(args))
+	if fs.NArg() != 1 {
+		ts.Fatalf("usage: agent [-role R] [-region R] NAME | agent -stop NAME")
+	}
+	name := fs.Arg(0)
+	agents := ts.Value(agentsKey{}).(map[string]*clustertest.Agent)
+	if *stop {
+		a := agents[name]
+		if a == nil {
+			ts.Fatalf("no agent %s", name)
+		}
+		a.Kill()
+		return
+	}
+	w, err := repotest.LoadWorld(ts.MkAbs("world"))
+	ts.Check(err)
+	t := ts.Value(scriptT{}).(testing.TB)
+	a := clustertest.StartAgent(t, w, clustertest.AgentOptions{Name: name, Role: *role, Region: *region, Installed: clustertest.Installed})
+	ts.Defer(a.Kill)
+	agents[name] = a
+	ts.Setenv(name+"_URL", a.URL)
+	ts.Setenv(name+"_TOKEN", a.TokenFile)
+	ts.Setenv(name+"_FP", a.Fingerprint.String())
 }

@@ -148,7 +148,7 @@ func repoCommands() []*cli.Command {
 			Usage:     "check a bundle as import would, changing nothing",
 			ArgsUsage: "BUNDLE",
 			Flags: flags(repoFlags(), []cli.Flag{
-				&cli.BoolFlag{Name: "allow-downgrade", Usage: "accept packages older than those already present"},
+				&cli.BoolFlag{Name: "allow-downgrade", Usage: "accept packages older than a node of the download key runs"},
 				cliapp.JSONFlag, cliapp.NoProgressFlag,
 			}),
 			Action: func(c *cli.Context) error { return bundleAction(c, repo.RunVerify) },
@@ -160,7 +160,7 @@ func repoCommands() []*cli.Command {
 			Description: "BUNDLE is the bundle file or its first volume NAME.001. The whole bundle is imported, or\n" +
 				"nothing: a refused bundle leaves the repository unchanged.",
 			Flags: flags(repoFlags(), []cli.Flag{
-				&cli.BoolFlag{Name: "allow-downgrade", Usage: "accept packages older than those already present"},
+				&cli.BoolFlag{Name: "allow-downgrade", Usage: "accept packages older than a node of the download key runs"},
 				cliapp.JSONFlag, cliapp.NoProgressFlag,
 			}),
 			Action: func(c *cli.Context) error { return bundleAction(c, repo.RunImport) },
