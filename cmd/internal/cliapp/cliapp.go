@@ -91,8 +91,12 @@ func Prepare(app *cli.App) {
 var usageFailed bool
 
 func prepareCommand(c *cli.Command) {
-	c.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
-		return fmt.Errorf("%w: %s: %v (see '%s --help')", fault.ErrUsage, c.Name, err, c.Name)
+	c.OnUsageError = func(ctx *cli.Context, err error, _ bool) error {
+		path := CommandPath(ctx)
+		if !strings.HasSuffix(path, " "+c.Name) {
+			path += " " + c.Name
+		}
+		return fmt.Errorf("%w: %s: %v (see '%s --help')", fault.ErrUsage, path, err, path)
 	}
 	for _, s := range c.Subcommands {
 		prepareCommand(s)

@@ -30,7 +30,7 @@ func TestExitCodesAndMessages(t *testing.T) {
 	}{
 		{[]string{"prog", "site", "add", "--key", "k"}, fault.ExitOK, ""},
 		{[]string{"prog", "site", "add"}, fault.ExitUsage, "prog site add needs --key (see 'prog site add --help')"},
-		{[]string{"prog", "site", "add", "--bogus"}, fault.ExitUsage, "flag provided but not defined"},
+		{[]string{"prog", "site", "add", "--bogus"}, fault.ExitUsage, "prog site add: flag provided but not defined: -bogus (see 'prog site add --help')"},
 		{[]string{"prog", "nosuch"}, fault.ExitUsage, `no command "nosuch"`},
 	} {
 		var stderr bytes.Buffer
