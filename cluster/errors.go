@@ -123,6 +123,8 @@ func (e *APIError) Error() string {
 	case msg == "":
 		msg = fmt.Sprintf("HTTP status %d", e.Status)
 	}
+	// The node may name itself too; say it once.
+	msg = strings.TrimPrefix(msg, "node "+e.Node+": ")
 	s := fmt.Sprintf("node %s: %s: %s", e.Node, e.Op, msg)
 	if e.Code != "" {
 		s += " (" + e.Code + ")"
