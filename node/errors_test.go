@@ -2,12 +2,14 @@ package node
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -167,4 +169,47 @@ func revokedArmor(t *testing.T, k *keys.PrivateKey) []byte {
 		t.Fatal(err)
 	}
 	return out.Bytes()
+}
+
+// TestConcurrentInit: of several inits of one directory at once, exactly
+// one succeeds, and the certificate on disk is the one it printed: a
+// loser neither overwrites the winner's files nor reports success.
+func TestConcurrentInit(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "node")
+	const n = 8
+	outs := make([]bytes.Buffer, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = RunInit(t.Context(), InitOptions{Dir: dir, Name: "n1", JSON: true}, &outs[i], io.Discard)
+		}()
+	}
+	wg.Wait()
+	var won []InitResult
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			var r InitResult
+			if err := json.Unmarshal(outs[i].Bytes(), &r); err != nil {
+				t.Fatal(err)
+			}
+			won = append(won, r)
+		case errors.Is(err, ErrInUse) || errors.Is(err, ErrInitialized):
+		default:
+			t.Errorf("init %d: %v", i, err)
+		}
+	}
+	if len(won) != 1 {
+		t.Fatalf("%d inits succeeded, want 1", len(won))
+	}
+	fp, err := certFingerprintFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fp != won[0].Fingerprint {
+		t.Errorf("certificate on disk %s, the successful init printed %s", fp, won[0].Fingerprint)
+	}
 }

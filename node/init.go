@@ -130,6 +130,22 @@ func RunInit(ctx context.Context, o InitOptions, stdout, stderr io.Writer) error
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return fmt.Errorf("init node %s in %s: %w; choose another --dir", o.Name, o.Dir, err)
 	}
+	// Hold the directory's lock, as serve does, so that of two inits of
+	// one directory the second writes nothing: not the first's token and
+	// certificate over again.
+	lf, err := os.OpenFile(filepath.Join(o.Dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("init node %s: lock %s: %w", o.Name, o.Dir, err)
+	}
+	defer lf.Close()
+	if ok, err := lockFile(lf); err != nil {
+		return fmt.Errorf("init node %s: lock %s: %w", o.Name, lf.Name(), err)
+	} else if !ok {
+		return fmt.Errorf("%w: another airlock-node holds %s (it holds %s); wait for it, or use another --dir", ErrInUse, o.Dir, lf.Name())
+	}
+	if _, err := os.Stat(statePath(o.Dir)); err == nil {
+		return fmt.Errorf("%s: %w: another airlock-node init finished first; use another --dir", o.Dir, ErrInitialized)
+	}
 	for _, d := range []string{"tls", "vendor", "entitlements", "staging", "staged", "releases", "hooks"} {
 		if err := os.MkdirAll(filepath.Join(o.Dir, d), 0o755); err != nil {
 			return fmt.Errorf("init node %s: %w", o.Name, err)
