@@ -106,6 +106,17 @@ func TestInstallKilledResumes(t *testing.T) {
 	if final.ID != ro.ID || final.State != repo.RolloutFinished || finished(final) != len(final.Steps) {
 		t.Errorf("rollout %d is %s with %d of %d steps finished", final.ID, final.State, finished(final), len(final.Steps))
 	}
+	installedOnce(t, agents)
+	if res := runAirlock(t, rp, nil, "audit", "--verify"); res.code != 0 {
+		t.Errorf("audit --verify: %s", res.stderr)
+	}
+}
+
+// installedOnce fails unless every agent ran every install job
+// successfully, installed each package of clustertest.Standard exactly
+// once, and runs the newest versions.
+func installedOnce(t *testing.T, agents []*clustertest.Agent) {
+	t.Helper()
 	for _, a := range agents {
 		count := map[string]int{}
 		st := a.Node().Status()
@@ -124,6 +135,57 @@ func TestInstallKilledResumes(t *testing.T) {
 			t.Errorf("node %s runs %v", a.Name, st.Installed)
 		}
 	}
+}
+
+// TestInstallKilledMidWaveResumes kills a real airlock install while the
+// two nodes of a wave install concurrently (rolling --max-unavailable 2
+// over four traffic nodes), at two points, then reruns it: the rollout
+// finishes with every package installed once on every node.
+func TestInstallKilledMidWaveResumes(t *testing.T) {
+	rp := clustertest.NewRepo(t, clustertest.Standard(32<<10)...)
+	var specs []clustertest.NodeSpec
+	for _, n := range []string{"t1", "t2", "t3", "t4"} {
+		specs = append(specs, clustertest.NodeSpec{Name: n, Role: node.RoleTraffic, Region: "eu"})
+	}
+	agents := clustertest.StartNodes(t, rp, node.Options{}, specs...)
+	if res := runAirlock(t, rp, nil, "distribute", "--no-progress"); res.code != 0 {
+		t.Fatalf("distribute: exit %d: %s", res.code, res.stderr)
+	}
+	install := []string{"install", "--strategy", "rolling", "--max-unavailable", "2", "--skip-settle", "--yes"}
+	for _, kill := range []string{cluster.HookStepExecuted + ":7", cluster.HookStepRecorded + ":5"} {
+		res := runAirlock(t, rp, []string{envCrash + "=" + kill}, install...)
+		if !res.killed {
+			t.Fatalf("install with %s was not killed: exit %d\n%s\n%s", kill, res.code, res.stdout, res.stderr)
+		}
+		if ro := rollout(t, rp); !ro.Unfinished() {
+			t.Fatalf("after the kill at %s the rollout is %s", kill, ro.State)
+		}
+	}
+	res := runAirlock(t, rp, nil, install...)
+	if res.code != 0 {
+		t.Fatalf("final install: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+	final := rollout(t, rp)
+	if final.State != repo.RolloutFinished || finished(final) != len(final.Steps) {
+		t.Errorf("rollout %d is %s with %d of %d steps finished", final.ID, final.State, finished(final), len(final.Steps))
+	}
+	waves := map[int]map[string]bool{}
+	for _, s := range final.Steps {
+		if s.Wave != 0 && s.Node != "" {
+			if waves[s.Wave] == nil {
+				waves[s.Wave] = map[string]bool{}
+			}
+			waves[s.Wave][s.Node] = true
+		}
+	}
+	two := false
+	for _, ns := range waves {
+		two = two || len(ns) == 2
+	}
+	if !two {
+		t.Fatalf("the plan has no wave of two nodes: %v", waves)
+	}
+	installedOnce(t, agents)
 	if res := runAirlock(t, rp, nil, "audit", "--verify"); res.code != 0 {
 		t.Errorf("audit --verify: %s", res.stderr)
 	}
