@@ -15,6 +15,7 @@ import (
 
 	"github.com/airlock-project/airlock/bundle"
 	"github.com/airlock-project/airlock/catalog"
+	"github.com/airlock-project/airlock/fault"
 	"github.com/airlock-project/airlock/keys"
 	"github.com/airlock-project/airlock/progress"
 	"github.com/airlock-project/airlock/verify"
@@ -118,6 +119,10 @@ func RunBundle(ctx context.Context, o BundleOptions, stdout, stderr io.Writer) e
 	if o.Parallel < 0 || o.Retries < 0 {
 		return fmt.Errorf("%w: --parallel and --retries must not be negative", ErrOptions)
 	}
+	// Checked before anything is downloaded, not when the bundle is written.
+	if o.Write.Level != 0 && (o.Write.Level < 1 || o.Write.Level > 22) {
+		return fmt.Errorf("%w: --level %d: want a zstd level from 1 to 22", ErrOptions, o.Write.Level)
+	}
 	if err := checkOutputFree(o.Out); err != nil {
 		return err
 	}
@@ -135,9 +140,9 @@ func RunBundle(ctx context.Context, o BundleOptions, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	courier, err := keys.ReadPrivateFile(o.SignKey, pass)
+	courier, err := readSignKey(o.SignKey, o.PassphraseFile, pass)
 	if err != nil {
-		return fmt.Errorf("courier key: %w", err)
+		return err
 	}
 
 	g, err := obtain(ctx, o.ServerOptions)
@@ -145,6 +150,11 @@ func RunBundle(ctx context.Context, o BundleOptions, stdout, stderr io.Writer) e
 		return err
 	}
 	defer g.client.close()
+	if courier.Fingerprint() == g.vendor.Fingerprint() {
+		// The read-back could not trust one key for both roles: say so
+		// before anything is downloaded.
+		return fmt.Errorf("%w: --sign-key %s is the vendor's key %s; sign with the courier's own key ('airlock-fetch keygen')", ErrOptions, o.SignKey, courier.Fingerprint())
+	}
 
 	cacheDir := o.Cache
 	if cacheDir == "" {
@@ -166,13 +176,13 @@ func RunBundle(ctx context.Context, o BundleOptions, stdout, stderr io.Writer) e
 	err = d.fetchAll(ctx, g.items)
 	if err != nil {
 		wait()
-		return fmt.Errorf("%w; nothing was acknowledged, so the packages stay downloadable", err)
+		return notAcknowledged(err)
 	}
 
 	m, files, err := writeBundle(ctx, o, g, c, courier, now(), rep)
 	if err != nil {
 		wait()
-		return fmt.Errorf("%w; nothing was acknowledged, so the packages stay downloadable", err)
+		return notAcknowledged(err)
 	}
 	wait()
 
@@ -182,14 +192,16 @@ func RunBundle(ctx context.Context, o BundleOptions, stdout, stderr io.Writer) e
 		r.Size += p.Size
 	}
 	var failed []string
-	var ackErr error
+	var ackErr error // the first failure, unclassed
 	for _, it := range g.items {
 		first, err := g.client.ack(ctx, it.url, it.pkg.SHA256)
 		if err != nil {
 			failed = append(failed, it.pkg.ID())
-			// %v: whatever the cause, the bundle is good; this is not an
-			// interruption to resume nor a refusal of the bundle.
-			ackErr = errors.Join(ackErr, &PackageError{it.pkg, fmt.Errorf("acknowledge: %v", err)})
+			if ackErr == nil {
+				// Unclassed: whatever the cause, the bundle is good; this is
+				// not an interruption to resume nor a refusal of the bundle.
+				ackErr = &PackageError{it.pkg, errors.New(err.Error())}
+			}
 			continue
 		}
 		r.Acknowledged = append(r.Acknowledged, AckReport{Package: it.pkg.ID(), SHA256: it.pkg.SHA256, First: first})
@@ -206,10 +218,29 @@ func RunBundle(ctx context.Context, o BundleOptions, stdout, stderr io.Writer) e
 		printBundle(stdout, r)
 	}
 	if ackErr != nil {
-		return fmt.Errorf("the bundle %s is complete and verified: import it; but the server did not record the download of %s, so it will offer them again: %w",
-			r.Bundle, strings.Join(failed, ", "), ackErr)
+		more := ""
+		if len(failed) > 1 {
+			more = fmt.Sprintf(" (and %d more)", len(failed)-1)
+		}
+		return fmt.Errorf("the bundle %s is complete and verified: import it; but the server did not record the download of %s, so it will offer them again (harmless: the restricted side stores a package once): %w%s",
+			r.Bundle, strings.Join(failed, ", "), ackErr, more)
 	}
 	return nil
+}
+
+// notAcknowledged completes the error of a bundle run that stopped before
+// any acknowledgement: the packages stay downloadable, and a failure of
+// the network or the disk is resumed by a rerun. A refusal by the server
+// (a package already delivered) carries the server's own advice, and an
+// interruption cliapp's.
+func notAcknowledged(err error) error {
+	switch {
+	case errors.Is(err, context.Canceled), fault.Code(err) == fault.ExitPolicy:
+		return err
+	case fault.Code(err) == fault.ExitOperational:
+		return fmt.Errorf("%w; nothing was acknowledged, so the packages stay downloadable: rerun the same command to resume", err)
+	}
+	return fmt.Errorf("%w; nothing was acknowledged, so the packages stay downloadable", err)
 }
 
 // writeBundle writes the bundle, commits it, and reads it back from the
@@ -327,7 +358,7 @@ func checkOutputFree(out string) error {
 	}
 	dir := filepath.Dir(out)
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return fmt.Errorf("--out %s: directory %s does not exist: mount the medium or create the directory", out, dir)
+		return fmt.Errorf("--out %s: directory %s does not exist; mount the medium or create the directory", out, dir)
 	}
 	return nil
 }
@@ -338,16 +369,19 @@ func readPassphrase(path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: --passphrase-file %s is not a regular file; give the file that holds the passphrase", ErrOptions, path)
+	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: --passphrase-file %s does not exist", ErrOptions, path)
+		return nil, fmt.Errorf("%w: --passphrase-file %s does not exist; give the file that holds the passphrase", ErrOptions, path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("passphrase file: %w", err)
+		return nil, fileError("--passphrase-file", path, err, "give the file that holds the passphrase")
 	}
 	b = []byte(strings.TrimRight(string(b), "\r\n"))
 	if len(b) == 0 {
-		return nil, fmt.Errorf("%w: --passphrase-file %s is empty", ErrOptions, path)
+		return nil, fmt.Errorf("%w: --passphrase-file %s is empty; put the passphrase on its first line", ErrOptions, path)
 	}
 	return b, nil
 }

@@ -41,7 +41,7 @@ const (
 // openCache creates (if needed) and locks the cache directory dir.
 func openCache(dir string) (*cache, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("download cache: %w", err)
+		return nil, fmt.Errorf("download cache %s: %w; give another --cache", dir, err)
 	}
 	unlock, err := lockFile(filepath.Join(dir, lockName))
 	if err != nil {
@@ -223,7 +223,7 @@ func (d *downloader) fetch(ctx context.Context, it item, task progress.Task) (er
 		}
 		// Data that failed a check is worthless; what a stall or a broken
 		// connection left is a prefix worth resuming.
-		if err != nil && (fault.Code(err) == fault.ExitVerification && !errors.Is(err, ErrStalled) || emptyFile(part)) {
+		if err != nil && (fault.Code(err) == fault.ExitVerification || emptyFile(part)) {
 			os.Remove(part)
 		}
 	}()
@@ -239,7 +239,7 @@ func (d *downloader) fetch(ctx context.Context, it item, task progress.Task) (er
 		}
 	}
 	if got := catalog.SumOf(h); got != p.SHA256 {
-		return fmt.Errorf("%w: the server sent %s of data whose sha256 is %s, the vendor's entitlement says %s: the data was discarded: rerun to fetch it again, and if this repeats, report it to the vendor",
+		return fmt.Errorf("%w: the server sent %s of data whose sha256 is %s, the vendor's entitlement says %s; the data was discarded: rerun to fetch it again, and if this repeats, report it to the vendor",
 			ErrDigest, progress.Bytes(p.Size), got.Short(), p.SHA256.Short())
 	}
 	// No fsync: a cached file that a power loss damaged is caught by its
@@ -296,7 +296,7 @@ func (d *downloader) get(ctx context.Context, it item, f *os.File, h hash.Hash, 
 	}
 	resp, err := d.c.do(ctx, req)
 	if err != nil {
-		return have, fmt.Errorf("download from %s: %w", it.url, err)
+		return have, fmt.Errorf("download from %s: %w", d.c.base.Redacted(), err)
 	}
 	defer resp.Body.Close()
 	switch {
@@ -317,7 +317,7 @@ func (d *downloader) get(ctx context.Context, it item, f *os.File, h hash.Hash, 
 		if resp.StatusCode >= 300 && resp.StatusCode < 400 || resp.StatusCode == http.StatusPartialContent {
 			return have, fmt.Errorf("%w: status %d to GET %s", ErrProtocol, resp.StatusCode, it.url)
 		}
-		return have, readServerError("download", resp)
+		return have, d.c.serverError("download", resp)
 	}
 	want := p.Size - have
 	if resp.ContentLength > want {
@@ -343,13 +343,10 @@ func (d *downloader) get(ctx context.Context, it item, f *os.File, h hash.Hash, 
 		if errors.As(err, &werr) {
 			return have, fmt.Errorf("download cache: %w", err)
 		}
-		if errors.Is(err, ErrStalled) {
-			return have, err
-		}
-		return have, fmt.Errorf("download from %s, after %s of %s: %w; rerun the same command to resume", it.url, progress.Bytes(have), progress.Bytes(p.Size), err)
+		return have, fmt.Errorf("download from %s, after %s of %s: %w", d.c.base.Redacted(), progress.Bytes(have), progress.Bytes(p.Size), err)
 	}
 	if n < want {
-		return have, fmt.Errorf("download from %s: the connection ended after %s of %s: %w; rerun the same command to resume", it.url, progress.Bytes(have), progress.Bytes(p.Size), io.ErrUnexpectedEOF)
+		return have, fmt.Errorf("download from %s: the connection ended after %s of %s: %w", d.c.base.Redacted(), progress.Bytes(have), progress.Bytes(p.Size), io.ErrUnexpectedEOF)
 	}
 	return have, nil
 }

@@ -62,8 +62,12 @@ type client struct {
 // newClient returns a client of the server at base (http or https URL).
 func newClient(base string, o ClientOptions) (*client, error) {
 	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("%w: --server %q: want an http:// or https:// URL such as https://updates.vendor.example", ErrOptions, base)
+	if err == nil && u.User != nil {
+		// Never echo a password.
+		return nil, fmt.Errorf("%w: --server %q: a user name or password in the URL is not accepted: the protocol needs no login; give the server's URL alone", ErrOptions, printable(u.Redacted()))
+	}
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("%w: --server %q: want an http:// or https:// URL such as https://updates.vendor.example", ErrOptions, printable(base))
 	}
 	idle := o.IdleTimeout
 	if idle <= 0 {
@@ -74,12 +78,13 @@ func newClient(base string, o ClientOptions) (*client, error) {
 		roots = x509.NewCertPool()
 	}
 	if o.CAFile != "" {
+		const hint = "give the PEM file of the certificate authority that signed the server's certificate"
 		pem, err := os.ReadFile(o.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("read CA file: %w", err)
+			return nil, fileError("--ca-file", o.CAFile, err, hint)
 		}
 		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%w: --ca-file %s holds no PEM certificate", ErrOptions, o.CAFile)
+			return nil, fmt.Errorf("%w: --ca-file %s holds no PEM certificate; %s", ErrOptions, o.CAFile, hint)
 		}
 	}
 	tr := &http.Transport{
@@ -96,7 +101,7 @@ func newClient(base string, o ClientOptions) (*client, error) {
 	hc := &http.Client{
 		Transport: tr,
 		CheckRedirect: func(req *http.Request, _ []*http.Request) error {
-			return fmt.Errorf("%w to %s; the protocol has none: check --server", ErrRedirect, printable(req.URL.Redacted()))
+			return fmt.Errorf("%w to %s; the protocol has none: check --server (give the URL the vendor gave, https:// if the vendor serves https)", ErrRedirect, printable(req.URL.Redacted()))
 		},
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
@@ -214,15 +219,15 @@ func (c *client) exchange(ctx context.Context, key []byte) (*exchangeAnswer, err
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.do(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("exchange at %s: %w", c.base.Redacted(), err)
+		return nil, fmt.Errorf("exchange at %s: %w%s", c.base.Redacted(), err, rerunExchange(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, readServerError("exchange", resp)
+		return nil, c.serverError("exchange", resp)
 	}
 	b, err := readAtMost(resp.Body, maxExchangeAnswer)
 	if err != nil {
-		return nil, fmt.Errorf("exchange at %s: read the answer: %w", c.base.Redacted(), err)
+		return nil, fmt.Errorf("exchange at %s: read the answer: %w%s", c.base.Redacted(), err, rerunExchange(err))
 	}
 	a, err := decodeExchangeAnswer(b)
 	if err != nil {
@@ -260,11 +265,11 @@ func (c *client) ack(ctx context.Context, u string, d catalog.Digest) (first boo
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.do(ctx, req)
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("acknowledge at %s: %w", c.base.Redacted(), err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return false, readServerError("acknowledge", resp)
+		return false, c.serverError("acknowledge", resp)
 	}
 	b, err := readAtMost(resp.Body, maxSmallAnswer)
 	if err != nil {
@@ -280,9 +285,19 @@ func (c *client) ack(ctx context.Context, u string, d catalog.Digest) (first boo
 	return a.First, nil
 }
 
-// readServerError turns a non-2xx answer into a *ServerError.
-func readServerError(op string, resp *http.Response) error {
-	e := &ServerError{Op: op, Status: resp.StatusCode}
+// rerunExchange is the advice for an exchange that failed on the way: an
+// operational failure (the network, the server's own trouble) is worth a
+// rerun; a hostile answer (a redirect) carries its own advice.
+func rerunExchange(err error) string {
+	if fault.Code(err) != fault.ExitOperational || errors.Is(err, context.Canceled) {
+		return ""
+	}
+	return "; check --server and the network, then rerun (an exchange is safe to repeat)"
+}
+
+// serverError turns a non-2xx answer into a *ServerError.
+func (c *client) serverError(op string, resp *http.Response) error {
+	e := &ServerError{Op: op, Server: c.base.Redacted(), Status: resp.StatusCode}
 	b, _ := readAtMost(resp.Body, maxSmallAnswer)
 	var body struct {
 		Error  string `json:"error"`
@@ -312,5 +327,6 @@ func readAtMost(r io.Reader, limit int64) ([]byte, error) {
 }
 
 // printable makes text from the server safe to print: control and
-// non-printing runes become '?', and it is cut to a sane length.
-func printable(s string) string { return fault.Printable(s, 300) }
+// non-printing runes become '?', and it is cut to a sane length (the
+// server's longest messages, with their advice, fit).
+func printable(s string) string { return fault.Printable(s, 600) }

@@ -27,7 +27,9 @@
 // Dial and TLS handshake are bounded (30s each); an idle timeout
 // (ClientOptions.IdleTimeout, DefaultIdleTimeout) bounds every wait for
 // response headers and every read of a body, so a server that stalls or
-// drips bytes slower than that is abandoned. Redirects are never followed.
+// drips bytes slower than that is abandoned, keeping what arrived for the
+// next attempt (a retry within the run, or a rerun). Redirects are never
+// followed.
 // The exchange answer is read up to 8 MiB, error and ack answers up to
 // 64 KiB, downloads up to the entitled size plus one byte. https uses the
 // system roots plus ClientOptions.CAFile; a proxy is used only if
@@ -41,22 +43,30 @@
 //   - 3, verification: the server's answer cannot be trusted or is not what
 //     the protocol allows: a bad or untrusted entitlement signature, an
 //     entitlement for another site or key (ErrKeyMismatch), a download that
-//     is oversize (ErrOversize), has another digest (ErrDigest), stalls
-//     (ErrStalled), redirects (ErrRedirect) or otherwise breaks the protocol
-//     (ErrProtocol); the server finding the download key malformed; a
-//     damaged bundle (inspect).
-//   - 4, policy: the server refused the download key (reasons unknown-site,
-//     bad-signature, clock: ErrRefused, with the server's message, which for
-//     the clock says which clocks to check); a package already delivered
-//     (ErrDelivered: the vendor must reissue it); an entitlement that has
-//     expired or was issued in the future by this host's clock.
-//   - 1, operational: the network (refused or broken connections, which a
-//     rerun resumes), the server's internal errors, local I/O.
+//     is oversize (ErrOversize), has another digest (ErrDigest), redirects
+//     (ErrRedirect) or otherwise breaks the protocol (ErrProtocol); the
+//     server not accepting the download key's signature (reasons
+//     unknown-site, bad-signature: ErrKeySignature) or finding the key
+//     malformed; a malformed key file; a damaged bundle (inspect).
+//   - 4, policy: the server refused the download key for its time (reason
+//     clock: ErrRefused, with the server's message, which says which clock
+//     to check); a package already delivered (ErrDelivered: the vendor must
+//     reissue it); an entitlement that has expired or was issued in the
+//     future by this host's clock.
+//   - 1, operational: the network (refused or broken connections, a server
+//     that stalls past the idle timeout: ErrStalled; a rerun resumes), the
+//     server's internal errors, local I/O, a missing input file.
 //   - 2, usage: missing or invalid options, an output that already exists
 //     (ErrExists: nothing is ever overwritten), a wrong passphrase.
 //
 // Errors about one package are *PackageError and name it (name@version and
-// digest prefix); errors about the entitlement name the download key id.
+// digest prefix); errors about the entitlement name the download key id;
+// errors about an input file name its flag and path; a refusal by the
+// server names the server, and for the download key its file and site.
+// Each says what to do next, once: the server's own advice is passed on
+// (made printable), and a bundle run that failed before acknowledging
+// says that the packages stay downloadable and, for an operational
+// failure, that a rerun resumes.
 //
 // # The bundle command's guarantees
 //

@@ -20,9 +20,6 @@ var (
 	// ErrRedirect marks a redirect: the protocol has none, and following one
 	// would send the request somewhere the operator did not choose.
 	ErrRedirect = fault.Verification("the server answered with a redirect")
-	// ErrStalled marks a server that sent nothing for longer than the idle
-	// timeout (a stall or a slow drip).
-	ErrStalled = fault.Verification("the server stopped sending data")
 	// ErrOversize marks a body longer than the entitled size, or an answer
 	// longer than its limit.
 	ErrOversize = fault.Verification("the server sent more bytes than allowed")
@@ -31,12 +28,19 @@ var (
 	// ErrKeyMismatch marks an entitlement that does not answer the download
 	// key that was presented: another site or another key id.
 	ErrKeyMismatch = fault.Verification("the entitlement does not answer this download key")
+	// ErrKeySignature marks a download key whose signature the server did
+	// not accept (reasons unknown-site, bad-signature): signed by a key not
+	// registered for any site there, by another site's key, or altered
+	// after signing. Like an untrusted or bad signature anywhere else in
+	// airlock, it is a verification failure.
+	ErrKeySignature = fault.Verification("the server did not accept the download key's signature")
 )
 
 // Policy-class errors (exit 4).
 var (
-	// ErrRefused marks a download key that the server refused: unknown
-	// site, bad site signature, a clock out of the key's window.
+	// ErrRefused marks a download key that the server refused for its
+	// time (reason clock): expired, or made later than the server's clock
+	// allows.
 	ErrRefused = fault.Policy("the server refused the download key")
 	// ErrDelivered marks a package that the site has already acknowledged:
 	// only the vendor can make it downloadable again (reissue).
@@ -56,17 +60,27 @@ var (
 // malformed or too large: the input failed a structural check (exit 3).
 var errKeyRejected = fault.Verification("the server found the download key malformed")
 
-// ErrCacheBusy reports a download cache locked by another airlock-fetch
-// (operational, exit 1).
-var ErrCacheBusy = errors.New("download cache in use by another airlock-fetch")
+// Operational errors (exit 1): a rerun may succeed.
+var (
+	// ErrCacheBusy reports a download cache locked by another airlock-fetch.
+	ErrCacheBusy = errors.New("download cache in use by another airlock-fetch")
+	// ErrStalled marks a server that sent nothing for longer than the idle
+	// timeout (a stall or a slow drip). It is the network's failure, not the
+	// data's: what arrived is kept, and a rerun resumes.
+	ErrStalled = errors.New("the server stopped sending data")
+)
 
 // ServerError is an error answer of the server ({"error", "reason"}). Its
-// class follows the reason (see the package documentation): a refusal of
-// the download key is policy (exit 4), a complaint about a malformed key is
-// verification (exit 3), anything else is operational (exit 1).
+// class follows the reason (see the package documentation): a key refused
+// for its time or a package already delivered is policy (exit 4); a key
+// whose signature the server did not accept, or that it found malformed,
+// is verification (exit 3), as is an answer that contradicts the
+// entitlement; anything else is operational (exit 1).
 type ServerError struct {
 	// Op is what was asked: "exchange", "download", "acknowledge".
 	Op string
+	// Server is the server's base URL, without credentials.
+	Server string
 	// Status is the HTTP status code.
 	Status int
 	// Reason is the protocol's reason token, or "" if the answer had none.
@@ -80,16 +94,26 @@ func (e *ServerError) Error() string {
 	if msg == "" {
 		msg = "no message"
 	}
-	if e.Reason != "" {
-		return fmt.Sprintf("%s: the server answered %d (%s): %s", e.Op, e.Status, e.Reason, msg)
+	at := e.Op
+	if e.Server != "" {
+		at += " at " + e.Server
 	}
-	return fmt.Sprintf("%s: the server answered %d: %s", e.Op, e.Status, msg)
+	switch e.Reason {
+	case "":
+		// Not the protocol's error body: a proxy, a web server, a wrong path.
+		return fmt.Sprintf("%s: the server answered %d: %s; if this repeats, check that --server is the vendor's airlock update server", at, e.Status, msg)
+	case "not-found", "method-not-allowed":
+		return fmt.Sprintf("%s: the server answered %d (%s): %s; check --server: it is the update server's base URL the vendor gave", at, e.Status, e.Reason, msg)
+	}
+	return fmt.Sprintf("%s: the server answered %d (%s): %s", at, e.Status, e.Reason, msg)
 }
 
 // Unwrap returns the sentinel of the error's class, if any.
 func (e *ServerError) Unwrap() error {
 	switch e.Reason {
-	case "unknown-site", "bad-signature", "clock":
+	case "unknown-site", "bad-signature":
+		return ErrKeySignature
+	case "clock":
 		return ErrRefused
 	case "delivered":
 		return ErrDelivered

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/airlock-project/airlock/catalog"
+	"github.com/airlock-project/airlock/fault"
 	"github.com/airlock-project/airlock/keys"
 	"github.com/airlock-project/airlock/progress"
 	"github.com/airlock-project/airlock/verify"
@@ -70,9 +71,9 @@ func obtain(ctx context.Context, o ServerOptions) (*grant, error) {
 	if err != nil {
 		return nil, err
 	}
-	vendor, err := keys.ReadPublicFile(o.VendorKey)
+	vendor, err := readPublicKey("--vendor-key", o.VendorKey, hintVendorKey)
 	if err != nil {
-		return nil, fmt.Errorf("vendor key: %w", err)
+		return nil, err
 	}
 	raw, key, err := readDownloadKey(o.DownloadKey)
 	if err != nil {
@@ -81,6 +82,11 @@ func obtain(ctx context.Context, o ServerOptions) (*grant, error) {
 	g, err := exchangeAndVerify(ctx, c, vendor, raw, key)
 	if err != nil {
 		c.close()
+		var se *ServerError
+		if errors.As(err, &se) && fault.Code(err) != fault.ExitOperational {
+			// A refusal of the key: name the file and the site it is for.
+			err = fmt.Errorf("--key %s (site %s): %w", o.DownloadKey, fault.Printable(key.Site, 100), err)
+		}
 		return nil, err
 	}
 	logger(o.Logger).Debug("entitlement verified", "site", g.ent.Site, "key_id", g.ent.KeyID, "packages", len(g.ent.Packages))
@@ -93,23 +99,23 @@ func obtain(ctx context.Context, o ServerOptions) (*grant, error) {
 func readDownloadKey(path string) ([]byte, catalog.DownloadKey, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, catalog.DownloadKey{}, fmt.Errorf("download key: %w", err)
+		return nil, catalog.DownloadKey{}, fileError("--key", path, err, hintDownloadKey)
 	}
 	defer f.Close()
 	raw, err := io.ReadAll(io.LimitReader(f, maxDownloadKey+1))
 	if err != nil {
-		return nil, catalog.DownloadKey{}, fmt.Errorf("download key %s: %w", path, err)
+		return nil, catalog.DownloadKey{}, fileError("--key", path, err, hintDownloadKey)
 	}
 	if len(raw) > maxDownloadKey {
-		return nil, catalog.DownloadKey{}, fmt.Errorf("download key %s: %w: over %d bytes; is it the file airlock key new wrote?", path, catalog.ErrTooLarge, maxDownloadKey)
+		return nil, catalog.DownloadKey{}, fmt.Errorf("--key %s: %w: over %d bytes; %s", path, catalog.ErrTooLarge, maxDownloadKey, hintDownloadKey)
 	}
 	payload, err := keys.UnverifiedPayload(bytes.NewReader(raw))
 	if err != nil {
-		return nil, catalog.DownloadKey{}, fmt.Errorf("download key %s: %w", path, err)
+		return nil, catalog.DownloadKey{}, fmt.Errorf("--key %s: %w%s", path, err, hintFor(err, hintDownloadKey))
 	}
 	key, err := catalog.DecodeDownloadKey(payload)
 	if err != nil {
-		return nil, catalog.DownloadKey{}, fmt.Errorf("download key %s: %w", path, err)
+		return nil, catalog.DownloadKey{}, fmt.Errorf("--key %s: %w; %s", path, err, hintDownloadKey)
 	}
 	return raw, key, nil
 }
@@ -129,8 +135,17 @@ func exchangeAndVerify(ctx context.Context, c *client, vendor *keys.PublicKey, r
 	// server answered another request), not as a policy refusal.
 	ent, err := verify.VerifyEntitlement(armored, trust, verify.Policy{})
 	if errors.Is(err, keys.ErrUnknownSigner) {
-		return nil, fmt.Errorf("the server's answer to download key %s: %w; the pinned --vendor-key is %s: if the vendor has a new key, get it from the vendor by a trusted channel",
-			key.ID, err, vendor.Fingerprint())
+		// keys' own advice (airlock trust add) is for the restricted side;
+		// here the vendor key is pinned by --vendor-key.
+		signer := "another key"
+		var ve *keys.VerifyError
+		if errors.As(err, &ve) && !ve.Signer.IsZero() {
+			signer = "key " + ve.Signer.String()
+		} else if ve != nil && ve.KeyID != 0 {
+			signer = fmt.Sprintf("key ID %016X", ve.KeyID)
+		}
+		return nil, fmt.Errorf("the server's answer to download key %s: %w: the entitlement is signed by %s, not by the pinned --vendor-key (%s); check --server, and if the vendor has a new key, get it from the vendor by a trusted channel",
+			key.ID, keys.ErrUnknownSigner, signer, vendor.Fingerprint())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("the server's answer to download key %s: %w", key.ID, err)
@@ -220,7 +235,7 @@ func RunExchange(ctx context.Context, o ExchangeOptions, stdout, stderr io.Write
 	fmt.Fprintf(stdout, "entitlement for site %s, download key %s, signed by vendor key %s\n", r.Site, r.KeyID, g.vendor.Fingerprint())
 	fmt.Fprintf(stdout, "issued %s, expires %s\n", r.Issued.Format(time.RFC3339), r.Expires.Format(time.RFC3339))
 	if len(r.Packages) == 0 {
-		fmt.Fprintln(stdout, "no packages: this site has everything the vendor offers for its inventory")
+		fmt.Fprintln(stdout, "no packages: this site has everything the vendor offers for its inventory (a package already delivered to it is offered again only if the vendor reissues it)")
 		return nil
 	}
 	var total int64

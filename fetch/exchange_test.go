@@ -82,8 +82,8 @@ func TestExchangeServerErrors(t *testing.T) {
 		want   string
 	}{
 		{422, `{"error":"the download key was issued in the future: check the clock of the restricted admin host and of this host","reason":"clock"}`, fault.ExitPolicy, "check the clock"},
-		{403, `{"error":"site plant-3 is not registered","reason":"unknown-site"}`, fault.ExitPolicy, "not registered"},
-		{403, `{"error":"the site signature does not verify","reason":"bad-signature"}`, fault.ExitPolicy, "does not verify"},
+		{403, `{"error":"site plant-3 is not registered","reason":"unknown-site"}`, fault.ExitVerification, "not registered"},
+		{403, `{"error":"the site signature does not verify","reason":"bad-signature"}`, fault.ExitVerification, "does not verify"},
 		{400, `{"error":"not an OpenPGP message","reason":"malformed"}`, fault.ExitVerification, "not an OpenPGP message"},
 		{500, `{"error":"database unavailable","reason":"internal"}`, fault.ExitOperational, "database unavailable"},
 		{502, "<html>bad gateway\x1b[31m</html>", fault.ExitOperational, "bad gateway?[31m"},

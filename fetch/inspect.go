@@ -3,8 +3,10 @@ package fetch
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,6 +80,9 @@ func RunInspect(ctx context.Context, o InspectOptions, stdout, stderr io.Writer)
 			return err
 		}
 	}
+	if _, err := os.Stat(o.Path); errors.Is(err, fs.ErrNotExist) {
+		return fileError("inspect", o.Path, err, "check the path (a split bundle is given by its first volume, NAME.001)")
+	}
 	rc, err := bundle.Open(o.Path)
 	if err != nil {
 		return err
@@ -98,7 +103,7 @@ func RunInspect(ctx context.Context, o InspectOptions, stdout, stderr io.Writer)
 	task.Done(err)
 	rep.Wait()
 	if err != nil {
-		return fmt.Errorf("inspect %s: %w", o.Path, err)
+		return fmt.Errorf("inspect %s: %w", o.Path, signerAdvice(err, o))
 	}
 	rpt := InspectReport{Path: o.Path, ID: m.ID, Site: m.Site, KeyID: m.KeyID, Created: m.Created.UTC(), Expires: m.Expires.UTC(),
 		Courier: m.Courier, Entitlement: m.Entitlement, Packages: nonNil(m.Packages), SignaturesChecked: trust != nil}
@@ -114,14 +119,42 @@ func RunInspect(ctx context.Context, o InspectOptions, stdout, stderr io.Writer)
 	return printInspect(stdout, rpt)
 }
 
-func inspectTrust(vendorPath, courierPath string) (*keys.TrustStore, *keys.PublicKey, error) {
-	vendor, err := keys.ReadPublicFile(vendorPath)
-	if err != nil {
-		return nil, nil, fmt.Errorf("vendor key: %w", err)
+// signerAdvice replaces keys' advice for an untrusted or misplaced signer
+// (which is about the restricted side's trust store) with advice about the
+// keys inspect was given.
+func signerAdvice(err error, o InspectOptions) error {
+	var ve *keys.VerifyError
+	if !errors.As(err, &ve) || !errors.Is(err, keys.ErrUnknownSigner) && !errors.Is(err, keys.ErrWrongRole) {
+		return err
 	}
-	courier, err := keys.ReadPublicFile(courierPath)
+	what, member, flag, path := "courier", bundle.SignatureName, "--courier-key", o.CourierKey
+	if strings.Contains(err.Error(), bundle.EntitlementName) {
+		what, member, flag, path = "vendor", bundle.EntitlementName, "--vendor-key", o.VendorKey
+	}
+	signer := "another key"
+	if !ve.Signer.IsZero() {
+		signer = "key " + ve.Signer.String()
+	} else if ve.KeyID != 0 {
+		signer = fmt.Sprintf("key ID %016X", ve.KeyID)
+	}
+	if errors.Is(err, keys.ErrWrongRole) {
+		return fmt.Errorf("member %s: %w: the %s signature is by %s, given as the other role's key; are --vendor-key and --courier-key swapped?", member, ve.Kind, what, signer)
+	}
+	return fmt.Errorf("member %s: %w: the %s signature is by %s, not by %s %s; give the %s's public key that made this bundle, or treat the bundle as untrusted",
+		member, ve.Kind, what, signer, flag, path, what)
+}
+
+func inspectTrust(vendorPath, courierPath string) (*keys.TrustStore, *keys.PublicKey, error) {
+	vendor, err := readPublicKey("--vendor-key", vendorPath, hintVendorKey)
 	if err != nil {
-		return nil, nil, fmt.Errorf("courier key: %w", err)
+		return nil, nil, err
+	}
+	courier, err := readPublicKey("--courier-key", courierPath, hintCourierPub)
+	if err != nil {
+		return nil, nil, err
+	}
+	if vendor.Fingerprint() == courier.Fingerprint() {
+		return nil, nil, fmt.Errorf("%w: --vendor-key %s and --courier-key %s are the same key %s; a key has one role: give the vendor's key and the courier's key", ErrOptions, vendorPath, courierPath, vendor.Fingerprint())
 	}
 	trust := keys.NewTrustStore()
 	if err := trust.Add(keys.RoleVendor, vendor); err != nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/airlock-project/airlock/keys"
@@ -45,6 +47,12 @@ func RunKeygen(ctx context.Context, o KeygenOptions, stdout, stderr io.Writer) e
 	if o.Name == "" {
 		return fmt.Errorf("%w: no --name", ErrOptions)
 	}
+	if fi, err := os.Stat(o.Out); (err == nil && fi.IsDir()) || strings.HasSuffix(o.Out, string(filepath.Separator)) {
+		return fmt.Errorf("%w: --out %s is a directory; --out is a file name prefix, such as %s", ErrOptions, o.Out, filepath.Join(o.Out, "courier"))
+	}
+	if dir := filepath.Dir(o.Out); !isDir(dir) {
+		return fmt.Errorf("--out %s: directory %s does not exist; create it or choose another --out", o.Out, dir)
+	}
 	priv, pub := o.Out+".key", o.Out+".pub.asc"
 	for _, p := range []string{priv, pub} {
 		if _, err := os.Lstat(p); err == nil {
@@ -57,7 +65,7 @@ func RunKeygen(ctx context.Context, o KeygenOptions, stdout, stderr io.Writer) e
 	}
 	k, err := keys.Generate(keys.GenerateOptions{Name: o.Name, Email: o.Email, Expiry: o.Expiry})
 	if err != nil {
-		return err
+		return fmt.Errorf("courier key: %w; check --name, --email and --expiry", err)
 	}
 	if err := keys.WritePrivateFile(priv, k, pass); err != nil {
 		return err
@@ -74,4 +82,9 @@ func RunKeygen(ctx context.Context, o KeygenOptions, stdout, stderr io.Writer) e
 	fmt.Fprintf(stdout, "private key: %s (mode 0600; keep it on this host)\n", priv)
 	_, err = fmt.Fprintf(stdout, "public key:  %s (on the restricted side: airlock trust add --role courier %s)\n", pub, pub)
 	return err
+}
+
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }

@@ -153,10 +153,12 @@ func TestAgainstRealServer(t *testing.T) {
 		t.Errorf("second key: %v packages, %v; want none", r.Packages, err)
 	}
 
-	// Refusals by the server are policy (exit 4), with its message.
+	// A key signed by an unregistered key is an untrusted signature (exit
+	// 3); a key refused for its time is policy (exit 4), with the server's
+	// message.
 	so.DownloadKey, _ = writeDownloadKey(t, dir, "mallory.key", other, "plant-3", now.Add(-time.Minute), inventory)
-	if _, err := exchange(so); fault.Code(err) != fault.ExitPolicy {
-		t.Errorf("key signed by an unregistered key: %v (exit %d), want exit 4", err, fault.Code(err))
+	if _, err := exchange(so); fault.Code(err) != fault.ExitVerification || !strings.Contains(err.Error(), "mallory.key") {
+		t.Errorf("key signed by an unregistered key: %v (exit %d), want exit 3 naming the key file", err, fault.Code(err))
 	}
 	so.DownloadKey, _ = writeDownloadKey(t, dir, "future.key", site, "plant-3", now.Add(2*time.Hour), inventory)
 	if _, err := exchange(so); fault.Code(err) != fault.ExitPolicy || !strings.Contains(err.Error(), "clock") {

@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -91,7 +93,7 @@ func RunPublish(ctx context.Context, opts PublishOptions, stdout, _ io.Writer) e
 		return err
 	}
 	if _, err := os.Stat(req.File); err != nil {
-		return fmt.Errorf("publish %s: %w", req.File, err)
+		return fmt.Errorf("publish %s: %w", req.File, pathless(err, "check the package FILE argument"))
 	}
 	a, err := Connect(ctx, opts.Config)
 	if err != nil {
@@ -129,14 +131,9 @@ func RunSiteAdd(ctx context.Context, opts SiteAddOptions, stdout, _ io.Writer) e
 	if err := catalog.ValidName(opts.Name); err != nil {
 		return fmt.Errorf("%w: --name: site %v", fault.ErrUsage, err)
 	}
-	f, err := os.Open(opts.KeyFile)
+	b, err := readKeyFile(opts.KeyFile)
 	if err != nil {
-		return fmt.Errorf("site add %s: %w", opts.Name, err)
-	}
-	b, err := readAllLimit(f, maxAdminBody)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("site add %s: key %s: %w", opts.Name, opts.KeyFile, err)
+		return fmt.Errorf("site add %s: --key %s: %w", opts.Name, opts.KeyFile, err)
 	}
 	a, err := Connect(ctx, opts.Config)
 	if err != nil {
@@ -145,13 +142,41 @@ func RunSiteAdd(ctx context.Context, opts SiteAddOptions, stdout, _ io.Writer) e
 	defer a.Close()
 	site, err := a.AddSite(ctx, opts.Name, b)
 	if err != nil {
-		return fmt.Errorf("%s: %w", opts.KeyFile, err)
+		return fmt.Errorf("site add %s: --key %s: %w", opts.Name, opts.KeyFile, err)
 	}
 	if opts.JSON {
 		return writeJSON(stdout, site)
 	}
 	fmt.Fprintf(stdout, "site %s registered with key %s %q\n", site.Name, site.Fingerprint, sanitize(site.UserID))
 	return nil
+}
+
+// readKeyFile reads a site's public key file for site add; errors do not
+// repeat the path, which the caller names.
+func readKeyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, pathless(err, "give the site's public key, REPO/site.pub.asc that 'airlock init' wrote")
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: not a regular file; give the site's public key, REPO/site.pub.asc that 'airlock init' wrote", ErrBadRequest)
+	}
+	b, err := readAllLimit(f, maxAdminBody)
+	if err != nil {
+		return nil, pathless(err, "give the site's public key file")
+	}
+	return b, nil
+}
+
+// pathless drops the path of a *fs.PathError, which the caller's message
+// names already, and adds the advice.
+func pathless(err error, advice string) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return fmt.Errorf("%w; %s", err, advice)
 }
 
 // ReissueOptions are the options of 'airlock-server reissue'.
@@ -231,7 +256,18 @@ func RunServe(ctx context.Context, opts ServeCommandOptions, stdout, stderr io.W
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(stderr, nil))
 	}
+	if (opts.TLSCert == "") != (opts.TLSKey == "") {
+		// Checked by Serve too; here before the store is opened.
+		return fmt.Errorf("serve: %w: --tls-cert and --tls-key go together: give both for HTTPS, or neither", ErrBadRequest)
+	}
 	s, err := Open(opts.Config)
+	if errors.Is(err, ErrInUse) {
+		if c := dialAdmin(ctx, opts.Dir); c != nil {
+			c.Close()
+			return fmt.Errorf("serve %s: %w: an airlock-server already serves this store (its admin socket %s answers); stop it first, or give another --dir",
+				opts.Dir, ErrInUse, filepath.Join(opts.Dir, AdminSocket))
+		}
+	}
 	if err != nil {
 		return err
 	}

@@ -128,7 +128,10 @@ func (s *Server) Exchange(ctx context.Context, armored []byte) (*ExchangeResult,
 
 func (s *Server) repeat(rec *keyRecord, dk *verify.DownloadKey) (*ExchangeResult, error) {
 	if rec.Site != dk.Site || rec.Signer != dk.Signature.Signer {
-		return nil, fmt.Errorf("download key %s refused (%w): its id was already used by site %s with another key; make a new download key", redact(dk.ID), ErrSiteMismatch, rec.Site)
+		// The answer must not tell this client which site used the id: the
+		// vendor's log does.
+		s.log.Warn("download key id reused by another signer", "site", dk.Site, "first_site", rec.Site, "key", redact(dk.ID))
+		return nil, fmt.Errorf("download key %s refused (%w): its id was already used by another download key; make a new download key ('airlock key new')", redact(dk.ID), ErrSiteMismatch)
 	}
 	return rec.result(true), nil
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -193,16 +194,18 @@ func (s *Server) handleExchange(w *respWriter, r *http.Request) *apiError {
 	}
 	res, err := s.Exchange(r.Context(), b)
 	if err != nil {
-		return exchangeError(err)
+		return exchangeError(err, b, s.now())
 	}
 	w.site, w.key = res.Site, redact(res.KeyID)
 	return w.json(http.StatusOK, ExchangeResponse{Entitlement: string(res.Entitlement), Downloads: res.Downloads})
 }
 
 // exchangeError turns an error of Exchange into the protocol's refusal.
-// The messages are for the operator of the unrestricted side: what was
-// refused and what to do.
-func exchangeError(err error) *apiError {
+// The messages are for the courier on the unrestricted side, who prints
+// them: what was refused and what to do. They speak only of the key that
+// was sent (armored) and never of the server's own state: an internal
+// error is logged, not sent.
+func exchangeError(err error, armored []byte, now time.Time) *apiError {
 	is := func(targets ...error) bool {
 		for _, t := range targets {
 			if errors.Is(err, t) {
@@ -213,8 +216,7 @@ func exchangeError(err error) *apiError {
 	}
 	switch {
 	case is(verify.ErrExpired, verify.ErrNotYetValid, keys.ErrFutureSignature):
-		return refuse(http.StatusUnprocessableEntity, ReasonClock,
-			"%v; if the download key was made just now, a clock is wrong: check the clock of the restricted admin host that made it and of the vendor's server", err)
+		return refuse(http.StatusUnprocessableEntity, ReasonClock, "%s", clockMessage(err, armored, now))
 	case is(keys.ErrUnknownSigner, keys.ErrWrongRole):
 		signer := "a key"
 		var ve *keys.VerifyError
@@ -222,18 +224,50 @@ func exchangeError(err error) *apiError {
 			signer = "key " + ve.Signer.String()
 		}
 		return refuse(http.StatusForbidden, ReasonUnknownSite,
-			"download key refused: it is signed by %s, which is not registered for any site at this vendor; the vendor registers a site's public key (REPO/site.pub.asc) with 'airlock-server site add --name SITE --key FILE'", signer)
+			"download key refused: it is signed by %s, which is not registered for any site at this vendor; ask the vendor to register the site's public key (REPO/site.pub.asc) with 'airlock-server site add', then exchange the key again", signer)
 	case is(keys.ErrArmorTooLarge, keys.ErrSignatureTooLarge, catalog.ErrTooLarge):
-		return refuse(http.StatusRequestEntityTooLarge, ReasonTooLarge, "download key refused: %v; send the file 'airlock key new' wrote, unchanged", err)
+		return refuse(http.StatusRequestEntityTooLarge, ReasonTooLarge, "download key refused: %s; send the file 'airlock key new' wrote, unchanged", keyProblem(err))
 	case is(ErrSiteMismatch):
 		return refuse(http.StatusForbidden, ReasonBadSignature, "%v", err)
 	case is(keys.ErrBadSignature, keys.ErrKeyExpired, keys.ErrKeyRevoked, keys.ErrSignatureExpired,
 		keys.ErrWeakAlgorithm, keys.ErrWeakHash, keys.ErrWeakRSA):
-		return refuse(http.StatusForbidden, ReasonBadSignature, "%v; make a new download key on the site's repository ('airlock key new') and send it unchanged", err)
+		return refuse(http.StatusForbidden, ReasonBadSignature, "download key refused: %s; make a new download key on the site's repository ('airlock key new') and send it unchanged", keyProblem(err))
 	case is(fault.ErrVerification, fault.ErrPolicy, fault.ErrUsage):
-		return refuse(http.StatusBadRequest, ReasonMalformed, "download key refused: %v; send the armored file 'airlock key new' wrote, unchanged", err)
+		return refuse(http.StatusBadRequest, ReasonMalformed, "download key refused: %s; send the armored file 'airlock key new' wrote, unchanged", keyProblem(err))
 	}
 	return internal(err)
+}
+
+// keyProblem is the text of an error about the download key, without the
+// "download key: " that verify puts before it.
+func keyProblem(err error) string {
+	return strings.TrimPrefix(err.Error(), "download key: ")
+}
+
+// clockMessage explains a download key refused for its time: expired, or
+// issued or signed later than the server's clock allows. The times come
+// from the key itself (its signature verified, or nearly: only its date
+// was refused), so that the courier can tell which clock is wrong.
+func clockMessage(err error, armored []byte, now time.Time) string {
+	var dk catalog.DownloadKey
+	if payload, perr := keys.UnverifiedPayload(bytes.NewReader(armored)); perr == nil {
+		dk, _ = catalog.DecodeDownloadKey(payload)
+	}
+	if dk.ID == "" {
+		return fmt.Sprintf("download key refused: %s; check the clock of the restricted admin host that made it, and tell the vendor if its server's clock is wrong", keyProblem(err))
+	}
+	id, at := redact(dk.ID), now.UTC().Format(time.RFC3339)
+	if errors.Is(err, verify.ErrExpired) {
+		return fmt.Sprintf("download key %s of site %s expired at %s (the vendor's server time is %s); ask the restricted-side admin for a new download key ('airlock key new'); if this one was made just now, the clock of the restricted admin host that made it is wrong",
+			id, dk.Site, dk.Expires.UTC().Format(time.RFC3339), at)
+	}
+	issued := dk.Issued
+	var ve *keys.VerifyError
+	if errors.As(err, &ve) && !ve.Created.IsZero() {
+		issued = ve.Created
+	}
+	return fmt.Sprintf("download key %s of site %s was made at %s, later than the vendor's server time %s allows; check the clock of the restricted admin host that made it, and tell the vendor if its server's clock is wrong; then make a new download key ('airlock key new')",
+		id, dk.Site, issued.UTC().Format(time.RFC3339), at)
 }
 
 func (s *Server) handleDownload(w *respWriter, r *http.Request, id catalog.KeyID, d catalog.Digest) *apiError {

@@ -5,12 +5,16 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
+
+	"github.com/airlock-project/airlock/fault"
 )
 
 // Timeouts and limits of the public listener.
@@ -41,18 +45,22 @@ type ServeOptions struct {
 func (s *Server) Serve(ctx context.Context, opts ServeOptions) error {
 	var tlsConf *tls.Config
 	if (opts.TLSCert == "") != (opts.TLSKey == "") {
-		return fmt.Errorf("serve: %w: --tls-cert and --tls-key go together", ErrBadRequest)
+		return fmt.Errorf("serve: %w: --tls-cert and --tls-key go together: give both for HTTPS, or neither", ErrBadRequest)
 	}
 	if opts.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(opts.TLSCert, opts.TLSKey)
-		if err != nil {
-			return fmt.Errorf("serve: TLS certificate %s, key %s: %w", opts.TLSCert, opts.TLSKey, err)
+		var pe *fs.PathError
+		switch {
+		case errors.As(err, &pe):
+			return fmt.Errorf("serve: --tls-cert %s, --tls-key %s: %w; check both files", opts.TLSCert, opts.TLSKey, err)
+		case err != nil:
+			return fmt.Errorf("serve: --tls-cert %s, --tls-key %s: %w: %v; give a PEM certificate and its own PEM private key", opts.TLSCert, opts.TLSKey, errBadTLS, err)
 		}
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
-		return fmt.Errorf("serve: listen on %s: %w", opts.Listen, err)
+		return listenError(opts.Listen, err)
 	}
 	scheme := "http"
 	if tlsConf != nil {
@@ -106,6 +114,28 @@ func (s *Server) Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	s.log.Info("stopped")
 	return stopErr
+}
+
+// errBadTLS: --tls-cert or --tls-key is not PEM, or they do not match.
+var errBadTLS = fault.Verification("unusable TLS certificate or key")
+
+// listenError explains why the public listener could not be opened: a
+// malformed --listen is a usage error; a port in use or not allowed is
+// operational, with what to do.
+func listenError(addr string, err error) error {
+	var ae *net.AddrError
+	var pe *net.ParseError
+	switch {
+	case errors.As(err, &ae), errors.As(err, &pe):
+		return fmt.Errorf("serve: %w: --listen %s: %v; give HOST:PORT, such as 127.0.0.1:8080 or :443", ErrBadRequest, addr, err)
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("serve: --listen %s: %w; another program (or another airlock-server) listens there: stop it or choose another --listen", addr, err)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("serve: --listen %s: %w; ports below 1024 need privileges: choose a port from 1024 up, or grant the privilege (CAP_NET_BIND_SERVICE)", addr, err)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("serve: --listen %s: %w; the host has no such address: give one of its own addresses, or 0.0.0.0", addr, err)
+	}
+	return fmt.Errorf("serve: --listen %s: %w", addr, err)
 }
 
 // listenAdmin opens DIR/admin.sock with mode 0600. The caller holds the

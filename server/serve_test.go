@@ -396,6 +396,34 @@ func TestSocketPathTooLong(t *testing.T) {
 	}
 }
 
+// TestServeListenErrors: a --listen that cannot be used says why and what
+// to do, with the class of its cause, and the store is left as it was.
+func TestServeListenErrors(t *testing.T) {
+	f := newFixture(t, 10)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, tc := range []struct {
+		listen string
+		code   int
+		want   string
+	}{
+		{busy.Addr().String(), fault.ExitOperational, "listens there: stop it or choose another --listen"},
+		{"nonsense", fault.ExitUsage, "give HOST:PORT"},
+		{"127.0.0.1:99999", fault.ExitUsage, "give HOST:PORT"},
+	} {
+		err := f.srv.Serve(context.Background(), ServeOptions{Listen: tc.listen})
+		if fault.Code(err) != tc.code || !strings.Contains(err.Error(), "--listen "+tc.listen) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("--listen %s: %v (exit %d), want exit %d saying %q", tc.listen, err, fault.Code(err), tc.code, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, AdminSocket)); err == nil {
+		t.Error("a failed Serve left its admin socket")
+	}
+}
+
 // TestServeLimits: oversized request headers are refused by the listener
 // Serve sets up.
 func TestServeLimits(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -223,6 +224,9 @@ func initDir(dir, name string, now time.Time) (*keys.PublicKey, error) {
 func Open(cfg Config) (*Server, error) {
 	dir := cfg.Dir
 	dbPath := filepath.Join(dir, DBFile)
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return nil, fmt.Errorf("%s: %w: it is a file, not a directory; give the store directory that 'airlock-server init' made as --dir", dir, ErrNotInitialized)
+	}
 	if _, err := os.Stat(dbPath); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%s: %w: no %s; make one with 'airlock-server init --dir %s' or give the right --dir", dir, ErrNotInitialized, DBFile, dir)
@@ -231,7 +235,7 @@ func Open(cfg Config) (*Server, error) {
 	}
 	vendor, err := keys.ReadPrivateFile(filepath.Join(dir, VendorKeyFile), nil)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: vendor key: %w", dir, err)
+		return nil, fmt.Errorf("open store %s: %w; restore %s from the store's backup", dir, err, VendorKeyFile)
 	}
 	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: cfg.lockTimeout()})
 	if errors.Is(err, berrors.ErrTimeout) {
@@ -509,14 +513,26 @@ func readCatalog(tx *bolt.Tx) ([]catalog.Package, error) {
 // not a valid public key, with a verification error.
 func (s *Server) AddSite(_ context.Context, name string, armoredKey []byte) (Site, error) {
 	if err := catalog.ValidName(name); err != nil {
-		return Site{}, fmt.Errorf("site add: %w: site %v", ErrBadRequest, err)
+		return Site{}, fmt.Errorf("%w: --name: site %v", ErrBadRequest, err)
 	}
 	pub, err := keys.ReadPublic(bytes.NewReader(armoredKey))
 	if err != nil {
-		return Site{}, fmt.Errorf("site add %s: %w", name, err)
+		if strings.Contains(err.Error(), ": give ") {
+			return Site{}, err // keys says which file to give
+		}
+		return Site{}, fmt.Errorf("%w; give the site's public key, REPO/site.pub.asc that 'airlock init' wrote", err)
 	}
 	if err := pub.Validate(s.now()); err != nil {
-		return Site{}, fmt.Errorf("site add %s: %w", name, err)
+		// keys' advice is about the restricted side's trust store.
+		var ve *keys.VerifyError
+		if !errors.As(err, &ve) {
+			return Site{}, err
+		}
+		state := "is revoked"
+		if errors.Is(err, keys.ErrKeyExpired) {
+			state = "expired at " + pub.Expires().UTC().Format(time.RFC3339)
+		}
+		return Site{}, fmt.Errorf("%w: key %s %s; ask the site for its current public key (REPO/site.pub.asc)", ve.Kind, pub.Fingerprint(), state)
 	}
 	fp := pub.Fingerprint()
 	rec := siteRecord{Name: name, Fingerprint: fp, Key: string(pub.Armored()), Added: s.now().UTC()}
@@ -696,7 +712,7 @@ func readAllLimit(r io.Reader, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("more than %d bytes", limit)
+		return nil, fmt.Errorf("%w: more than %d bytes", keys.ErrArmorTooLarge, limit)
 	}
 	return b, nil
 }

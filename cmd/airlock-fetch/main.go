@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
@@ -19,10 +20,12 @@ func newApp() *cli.App {
 	return &cli.App{
 		Name:  "airlock-fetch",
 		Usage: "exchange a download key and write a signed bundle to removable media",
-		Description: "Exit codes: 0 success; 1 operational failure (network, I/O; rerun to resume);\n" +
-			"2 usage error; 3 verification failed (bad signature, digest or size, a hostile or\n" +
-			"broken server answer, a damaged bundle); 4 refused by policy (the server refused\n" +
-			"the download key: unknown site, bad signature, clock; a package already delivered).",
+		Description: "Exit codes: 0 success; 1 operational failure (network, a stalled server, I/O, a\n" +
+			"missing file; rerun to resume); 2 usage error; 3 verification failed (a bad or\n" +
+			"untrusted signature, such as on a download key the server did not accept; a\n" +
+			"digest or size mismatch; a malformed key file; a hostile or broken server\n" +
+			"answer; a damaged bundle); 4 refused by policy (a download key expired or from\n" +
+			"the future; a package already delivered).",
 		Commands: []*cli.Command{keygenCommand(), exchangeCommand(), bundleCommand(), inspectCommand()},
 	}
 }
@@ -124,7 +127,7 @@ func bundleCommand() *cli.Command {
 			if c.IsSet("split") {
 				var err error
 				if split, err = bundle.ParseSize(c.String("split")); err != nil {
-					return err
+					return fmt.Errorf("--split: %w", err)
 				}
 			}
 			return fetch.RunBundle(c.Context, fetch.BundleOptions{

@@ -37,6 +37,10 @@ func TestScripts(t *testing.T) {
 		Dir:                 "testdata",
 		RequireExplicitExec: true,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			// vendor start|stop: an in-process vendor server (vendor_test.go).
+			"vendor": cmdVendor,
+			// downloadkey [flags] FILE: a download key (vendor_test.go).
+			"downloadkey": cmdDownloadKey,
 			// perm MODE FILE: the file's permission bits are MODE (octal).
 			"perm": func(ts *testscript.TestScript, neg bool, args []string) {
 				if len(args) != 2 {

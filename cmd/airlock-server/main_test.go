@@ -38,12 +38,19 @@ func TestScripts(t *testing.T) {
 	})
 }
 
-// sitekey NAME PREFIX: make a site key, PREFIX.key and PREFIX.pub.asc.
+// sitekey [-expired] NAME PREFIX: make a site key, PREFIX.key and
+// PREFIX.pub.asc; with -expired, one that expired a day ago.
 func cmdSiteKey(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 2 {
-		ts.Fatalf("usage: sitekey NAME PREFIX")
+	opts := keys.GenerateOptions{Now: time.Now().Add(-time.Hour)}
+	if len(args) > 0 && args[0] == "-expired" {
+		opts = keys.GenerateOptions{Now: time.Now().Add(-48 * time.Hour), Expiry: 24 * time.Hour}
+		args = args[1:]
 	}
-	k, err := keys.Generate(keys.GenerateOptions{Name: args[0], Now: time.Now().Add(-time.Hour)})
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: sitekey [-expired] NAME PREFIX")
+	}
+	opts.Name = args[0]
+	k, err := keys.Generate(opts)
 	ts.Check(err)
 	ts.Check(keys.WritePrivateFile(ts.MkAbs(args[1]+".key"), k, nil))
 	ts.Check(keys.WritePublicFile(ts.MkAbs(args[1]+".pub.asc"), k.Public()))
