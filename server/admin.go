@@ -26,6 +26,7 @@ type Admin interface {
 	AddSite(ctx context.Context, name string, armoredKey []byte) (Site, error)
 	Reissue(ctx context.Context, site, ref string) (Delivery, error)
 	Catalog(ctx context.Context) ([]catalog.Package, error)
+	Sites(ctx context.Context) ([]Site, error)
 	Close() error
 }
 
@@ -61,6 +62,11 @@ const (
 
 // maxAdminBody bounds admin requests (a site key is the largest).
 const maxAdminBody = 2 << 20
+
+// sitesResponse is the answer of 'site list', also its --json output.
+type sitesResponse struct {
+	Sites []Site `json:"sites"`
+}
 
 type siteRequest struct {
 	Name string `json:"name"`
@@ -143,6 +149,10 @@ func (s *Server) adminHandler() http.Handler {
 		}
 		d, err := s.Reissue(r.Context(), req.Site, req.Package)
 		adminReply(w, d, err)
+	})
+	mux.HandleFunc("GET "+adminSites, func(w http.ResponseWriter, r *http.Request) {
+		sites, err := s.Sites(r.Context())
+		adminReply(w, sitesResponse{Sites: sites}, err)
 	})
 	mux.HandleFunc("GET "+adminCatalog, func(w http.ResponseWriter, r *http.Request) {
 		ps, err := s.Catalog(r.Context())
@@ -281,6 +291,13 @@ func (c *adminClient) Catalog(ctx context.Context) ([]catalog.Package, error) {
 	var res catalogResponse
 	err := c.call(ctx, http.MethodGet, adminCatalog, nil, &res)
 	return res.Packages, err
+}
+
+// Sites asks the running server for its registered sites.
+func (c *adminClient) Sites(ctx context.Context) ([]Site, error) {
+	var res sitesResponse
+	err := c.call(ctx, http.MethodGet, adminSites, nil, &res)
+	return res.Sites, err
 }
 
 // Close drops the idle connections to the socket.

@@ -151,6 +151,42 @@ func RunSiteAdd(ctx context.Context, opts SiteAddOptions, stdout, _ io.Writer) e
 	return nil
 }
 
+// SiteListOptions are the options of 'airlock-server site list'.
+type SiteListOptions struct {
+	Config
+	JSON bool
+}
+
+// RunSiteList lists the registered sites, with how many packages each has
+// acknowledged.
+func RunSiteList(ctx context.Context, opts SiteListOptions, stdout, _ io.Writer) error {
+	a, err := Connect(ctx, opts.Config)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	sites, err := a.Sites(ctx)
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		if sites == nil {
+			sites = []Site{}
+		}
+		return writeJSON(stdout, sitesResponse{Sites: sites})
+	}
+	if len(sites) == 0 {
+		fmt.Fprintln(stdout, "no sites registered; add one with 'airlock-server site add --name NAME --key site.pub.asc'")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKEY\tUSER ID\tADDED\tDELIVERED")
+	for _, s := range sites {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", s.Name, s.Fingerprint, sanitize(s.UserID), s.Added.UTC().Format(time.RFC3339), s.Delivered)
+	}
+	return tw.Flush()
+}
+
 // readKeyFile reads a site's public key file for site add; errors do not
 // repeat the path, which the caller names.
 func readKeyFile(path string) ([]byte, error) {

@@ -124,6 +124,9 @@ type Site struct {
 	Fingerprint keys.Fingerprint `json:"fingerprint"`
 	UserID      string           `json:"user_id"`
 	Added       time.Time        `json:"added"`
+	// Delivered counts the packages the site has acknowledged and that
+	// were not reissued since (Sites fills it in).
+	Delivered int `json:"delivered"`
 }
 
 // Delivery is one entry of the download ledger: a package that a site has
@@ -579,11 +582,19 @@ func (s *Server) AddSite(_ context.Context, name string, armoredKey []byte) (Sit
 }
 
 // Sites returns the registered sites, by name.
-func (s *Server) Sites(context.Context) ([]Site, error) {
+func (s *Server) Sites(ctx context.Context) ([]Site, error) {
 	idx := s.siteSnapshot()
+	ds, err := s.Deliveries(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	delivered := map[string]int{}
+	for _, d := range ds {
+		delivered[d.Site]++
+	}
 	out := make([]Site, 0, len(idx.byName))
 	for _, r := range idx.byName {
-		site := Site{Name: r.Name, Fingerprint: r.Fingerprint, Added: r.Added}
+		site := Site{Name: r.Name, Fingerprint: r.Fingerprint, Added: r.Added, Delivered: delivered[r.Name]}
 		if t, ok := idx.trust.Lookup(r.Fingerprint); ok {
 			site.UserID = t.Key.UserID()
 		}

@@ -87,6 +87,19 @@ func newApp() *cli.App {
 							Config: config(c), Name: c.String("name"), KeyFile: c.String("key"), JSON: c.Bool("json"),
 						}, c.App.Writer, c.App.ErrWriter)
 					},
+				}, {
+					Name:  "list",
+					Usage: "list the registered sites and how many packages each has received",
+					Flags: []cli.Flag{dirFlag, cliapp.JSONFlag},
+					Action: func(c *cli.Context) error {
+						if err := cliapp.Need(c, "dir"); err != nil {
+							return err
+						}
+						if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
+							return err
+						}
+						return server.RunSiteList(c.Context, server.SiteListOptions{Config: config(c), JSON: c.Bool("json")}, c.App.Writer, c.App.ErrWriter)
+					},
 				}},
 			},
 			{
