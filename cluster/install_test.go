@@ -35,7 +35,23 @@ func installOptions(strategy string, out *bytes.Buffer) cluster.InstallOptions {
 // primary's name.
 func checkNewest(t *testing.T, agents []*clustertest.Agent) string {
 	t.Helper()
+	runsNewest(t, agents)
 	var primaries []string
+	for _, a := range agents {
+		if a.Node().Status().Role == node.RolePrimary {
+			primaries = append(primaries, a.Name)
+		}
+	}
+	if len(primaries) != 1 {
+		t.Fatalf("primaries %v, want exactly one", primaries)
+	}
+	return primaries[0]
+}
+
+// runsNewest fails unless every agent runs the newest versions and
+// serves (is not drained).
+func runsNewest(t *testing.T, agents []*clustertest.Agent) {
+	t.Helper()
 	for _, a := range agents {
 		st := a.Node().Status()
 		for name, v := range newest {
@@ -46,14 +62,7 @@ func checkNewest(t *testing.T, agents []*clustertest.Agent) string {
 		if st.Drained {
 			t.Errorf("node %s is still drained", a.Name)
 		}
-		if st.Role == node.RolePrimary {
-			primaries = append(primaries, a.Name)
-		}
 	}
-	if len(primaries) != 1 {
-		t.Fatalf("primaries %v, want exactly one", primaries)
-	}
-	return primaries[0]
 }
 
 // succeededOnce fails unless every agent ran each newest package exactly
@@ -567,17 +576,9 @@ func servesNewest(t *testing.T, agents map[string]*clustertest.Agent) {
 	t.Helper()
 	var all []*clustertest.Agent
 	for _, a := range agents {
-		st := a.Node().Status()
-		for name, v := range newest {
-			if got := st.Installed[name]; got.String() != v {
-				t.Errorf("node %s runs %s %s, want %s", a.Name, name, got, v)
-			}
-		}
-		if st.Drained {
-			t.Errorf("node %s is still drained", a.Name)
-		}
 		all = append(all, a)
 	}
+	runsNewest(t, all)
 	succeededOnce(t, all)
 }
 
@@ -1068,21 +1069,9 @@ func TestInstallWaveInterruptedMidWave(t *testing.T) {
 // in the rollout unless --drain-timeout is given again, which then
 // applies to the waits that remain; the step and its ID stay the same.
 func TestInstallDrainTimeoutOnResume(t *testing.T) {
-	rp := clustertest.NewRepo(t, clustertest.Standard(4096)...)
-	agents := clustertest.Cluster(t, rp, serviced)
+	agents, r, stubborn := stubbornCluster(t)
 	n3 := agents[2]
 	ctx := context.Background()
-	stubborn := &liveClient{home: "n3"}
-	if err := stubborn.connect(ctx, "n3", n3.Node().Status().Service); err != nil {
-		t.Fatal(err)
-	}
-	defer stubborn.close()
-	waitConnections(t, n3, 1)
-	r := rp.Open(t)
-	defer r.Close()
-	if _, err := cluster.Distribute(ctx, r, cluster.DistributeOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	var out bytes.Buffer
 	var failedAt *repo.RolloutStep
 	for i, tc := range []struct {

@@ -598,21 +598,9 @@ func serving(t *testing.T, a *clustertest.Agent) {
 // connection intact; the other nodes are untouched and serve. Once the
 // client has left, a rerun resumes and finishes.
 func TestInstallDrainTimeout(t *testing.T) {
-	rp := clustertest.NewRepo(t, clustertest.Standard(4096)...)
-	agents := clustertest.Cluster(t, rp, serviced)
+	agents, r, stubborn := stubbornCluster(t)
 	n3 := agents[2]
 	ctx := context.Background()
-	stubborn := &liveClient{home: "n3"}
-	if err := stubborn.connect(ctx, "n3", n3.Node().Status().Service); err != nil {
-		t.Fatal(err)
-	}
-	defer stubborn.close()
-	waitConnections(t, n3, 1)
-	r := rp.Open(t)
-	defer r.Close()
-	if _, err := cluster.Distribute(ctx, r, cluster.DistributeOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	var out bytes.Buffer
 	o := installOptions("rolling", &out)
 	o.DrainTimeout = 300 * time.Millisecond
@@ -750,4 +738,27 @@ func TestInstallNodeFailsMidRollout(t *testing.T) {
 			}
 		}
 	}
+}
+
+// stubbornCluster starts clustertest.Cluster with the client service,
+// distributes, and connects a client to n3 that stays until closed (the
+// test closes it; it is closed at the end otherwise).
+func stubbornCluster(t *testing.T) ([]*clustertest.Agent, *repo.Repo, *liveClient) {
+	t.Helper()
+	rp := clustertest.NewRepo(t, clustertest.Standard(4096)...)
+	agents := clustertest.Cluster(t, rp, serviced)
+	n3 := agents[2]
+	ctx := context.Background()
+	stubborn := &liveClient{home: "n3"}
+	if err := stubborn.connect(ctx, "n3", n3.Node().Status().Service); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stubborn.close)
+	waitConnections(t, n3, 1)
+	r := rp.Open(t)
+	t.Cleanup(func() { r.Close() })
+	if _, err := cluster.Distribute(ctx, r, cluster.DistributeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return agents, r, stubborn
 }
