@@ -7,12 +7,19 @@
 //	REPO/airlock.db              bbolt database (layout below)
 //	REPO/airlock.lock            who holds the write lock: pid, command, since (informative only)
 //	REPO/blobs/sha256/xx/<hex>   package files, content-addressed (package blob)
-//	REPO/site.key                the site's private OpenPGP key, mode 0600, not passphrase-protected
+//	REPO/site.key                the site's private OpenPGP key, mode 0600; passphrase-protected
+//	                             (AES-256, iterated SHA-256 S2K) if init had --passphrase-file
 //	REPO/site.pub.asc            its public half, to register at the vendor (airlock-server site add)
 //
 // The repository exists once airlock.db exists: Init writes the keys first
 // and publishes the database last (built under a temporary name, renamed into
 // place), so an interrupted init leaves no half-made repository behind.
+//
+// Only airlock key new uses site.key (IssueKey). ReadSiteKey reads it
+// before the database is opened, so that a prompt for its passphrase holds
+// no lock; the passphrase comes from --passphrase-file or
+// AIRLOCK_PASSPHRASE_FILE, else from the terminal, and without either an
+// encrypted site.key is refused (usage, exit 2), as is a wrong passphrase.
 //
 // # Database layout, schema version 1
 //

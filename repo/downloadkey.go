@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/airlock-project/airlock/catalog"
+	"github.com/airlock-project/airlock/keys"
 )
 
 // KeyState is the state of an issued download key.
@@ -101,19 +102,34 @@ type KeyOptions struct {
 	Expires time.Duration
 	// Nodes is the cluster inventory the key carries (may be empty).
 	Nodes []catalog.NodeInventory
+	// SiteKey signs the key: the site's private key as ReadSiteKey
+	// returns it, which must be the repository's own. Nil reads site.key
+	// with no passphrase, so a passphrase-protected one is then refused.
+	SiteKey *keys.PrivateKey
 }
 
-// IssueKey makes a new download key for the site: a random id, the
-// inventory, a validity window from now, signed with the site key as an
-// armored OpenPGP message. It records the key as outstanding and audits
-// it, and only then returns the armored bytes for the caller to write.
-func (r *Repo) IssueKey(opts KeyOptions) (KeyInfo, []byte, error) {
-	exp := opts.Expires
+// expiry returns the validity asked for, or ErrInvalid.
+func (o KeyOptions) expiry() (time.Duration, error) {
+	exp := o.Expires
 	if exp == 0 {
 		exp = DefaultKeyExpiry
 	}
 	if exp < time.Second || exp > MaxKeyExpiry {
-		return KeyInfo{}, nil, fmt.Errorf("%w: --expires %s: want between 1s and %s", ErrInvalid, exp, MaxKeyExpiry)
+		return 0, fmt.Errorf("%w: --expires %s: want between 1s and %s", ErrInvalid, exp, MaxKeyExpiry)
+	}
+	return exp, nil
+}
+
+// IssueKey makes a new download key for the site: a random id, the
+// inventory, a validity window from now, signed with the site key
+// (opts.SiteKey, else site.key read without a passphrase) as an armored
+// OpenPGP message. It records the key as outstanding and audits it, and
+// only then returns the armored bytes for the caller to write. A site key
+// other than the repository's own is refused.
+func (r *Repo) IssueKey(opts KeyOptions) (KeyInfo, []byte, error) {
+	exp, err := opts.expiry()
+	if err != nil {
+		return KeyInfo{}, nil, err
 	}
 	id, err := catalog.NewKeyID()
 	if err != nil {
@@ -128,8 +144,13 @@ func (r *Repo) IssueKey(opts KeyOptions) (KeyInfo, []byte, error) {
 	if err != nil {
 		return KeyInfo{}, nil, fmt.Errorf("download key: %w", err)
 	}
-	signer, err := r.readSiteKey()
-	if err != nil {
+	signer := opts.SiteKey
+	if signer == nil {
+		if signer, err = ReadSiteKey(r.dir, SiteKeyPassphrase{}); err != nil {
+			return KeyInfo{}, nil, err
+		}
+	}
+	if err := r.checkSiteKey(signer); err != nil {
 		return KeyInfo{}, nil, err
 	}
 	var armored bytes.Buffer

@@ -28,18 +28,30 @@ type InitResult struct {
 	SiteKey keys.Fingerprint `json:"site_key"`
 	// PublicKey is the path of site.pub.asc, to register at the vendor.
 	PublicKey string `json:"public_key"`
+	// Protected tells whether site.key is passphrase-protected.
+	Protected bool `json:"passphrase_protected"`
 }
 
 // Init creates a repository for site in opts.Dir (created if needed): a
-// new site key (site.key, mode 0600, unencrypted, and site.pub.asc), the
+// new site key (site.key, mode 0600, not passphrase-protected, and
+// site.pub.asc), the
 // blob store and the database, whose first audit entry records the
 // creation. It refuses an invalid site name (ErrInvalid), a directory that
 // already holds a repository (ErrExists), and a site key without a
 // database, left by an interrupted or concurrent init (ErrExists: remove
 // site.key and retry). The database is published last, under its final
 // name by a no-replace link, so a repository exists completely or not at
-// all.
+// all. It is InitWithPassphrase with no passphrase.
 func Init(ctx context.Context, opts Options, site string) (*InitResult, error) {
+	return InitWithPassphrase(ctx, opts, site, nil)
+}
+
+// InitWithPassphrase is Init with site.key encrypted under passphrase
+// (AES-256 under an iterated and salted SHA-256 S2K, see
+// keys.WritePrivateFile), as gpg reads it; an empty passphrase leaves it
+// unencrypted. Commands that sign with the site key then need the
+// passphrase (see ReadSiteKey).
+func InitWithPassphrase(ctx context.Context, opts Options, site string, passphrase []byte) (*InitResult, error) {
 	if err := catalog.ValidName(site); err != nil {
 		return nil, fmt.Errorf("%w: --site: %v", ErrInvalid, err)
 	}
@@ -62,7 +74,7 @@ func Init(ctx context.Context, opts Options, site string) (*InitResult, error) {
 		return nil, fmt.Errorf("init repository %s: site key: %w", dir, err)
 	}
 	keyPath := filepath.Join(dir, SiteKeyFile)
-	if err := keys.WritePrivateFile(keyPath, key, nil); errors.Is(err, keys.ErrKeyFileExists) {
+	if err := keys.WritePrivateFile(keyPath, key, passphrase); errors.Is(err, keys.ErrKeyFileExists) {
 		return nil, fmt.Errorf("%w: %s exists but %s does not: an init was interrupted or is running; if none is running, remove %s and retry", ErrExists, keyPath, DBFile, keyPath)
 	} else if err != nil {
 		return nil, fmt.Errorf("init repository %s: %w", dir, err)
@@ -83,7 +95,7 @@ func Init(ctx context.Context, opts Options, site string) (*InitResult, error) {
 			return nil, fmt.Errorf("init repository %s: %w", dir, err)
 		}
 	}
-	return &InitResult{Dir: dir, Site: site, SiteKey: key.Fingerprint(), PublicKey: pubPath}, nil
+	return &InitResult{Dir: dir, Site: site, SiteKey: key.Fingerprint(), PublicKey: pubPath, Protected: len(passphrase) > 0}, nil
 }
 
 // createDB builds the database under a temporary name and links it into
@@ -135,17 +147,4 @@ func createDB(dir, site string, fp keys.Fingerprint, now time.Time, actor string
 		return err
 	}
 	return atomicfile.SyncDir(dir)
-}
-
-// readSiteKey reads the site's private key.
-func (r *Repo) readSiteKey() (*keys.PrivateKey, error) {
-	k, err := keys.ReadPrivateFile(filepath.Join(r.dir, SiteKeyFile), nil)
-	if err != nil {
-		return nil, fmt.Errorf("%w: the repository signs download keys with it; restore %s from a backup of the repository", err, SiteKeyFile)
-	}
-	if k.Fingerprint() != r.siteKey {
-		return nil, fmt.Errorf("%s holds key %s, but the repository was created with site key %s: restore the original %s",
-			filepath.Join(r.dir, SiteKeyFile), k.Fingerprint(), r.siteKey, SiteKeyFile)
-	}
-	return k, nil
 }

@@ -125,17 +125,8 @@ func Open(ctx context.Context, opts Options) (*Repo, error) {
 	}
 	dir := opts.Dir
 	dbPath := filepath.Join(dir, DBFile)
-	st, err := os.Stat(dbPath)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("%w at %s (no %s): create one with 'airlock init --site NAME', or point --repo or AIRLOCK_REPO at it", ErrNoRepository, dir, DBFile)
-	case errors.Is(err, syscall.ENOTDIR):
-		return nil, fmt.Errorf("%w at %s (not a directory): point --repo or AIRLOCK_REPO at the repository's directory", ErrNoRepository, dir)
-	case err != nil:
-		return nil, fmt.Errorf("open repository %s: %w", dir, err)
-	case st.Size() == 0:
-		// bbolt would try to initialise it, and fail read-only.
-		return nil, fmt.Errorf("open repository %s: %s is empty (%w): restore the repository from a backup, or point --repo or AIRLOCK_REPO at another", dir, dbPath, ErrSchema)
+	if err := findDB(dir); err != nil {
+		return nil, err
 	}
 	timeout := opts.LockTimeout
 	if timeout <= 0 {
@@ -172,6 +163,25 @@ func Open(ctx context.Context, opts Options) (*Repo, error) {
 		return nil, fmt.Errorf("open repository %s: recover from an interrupted import: %w", dir, err)
 	}
 	return r, nil
+}
+
+// findDB refuses a directory that holds no repository database, or an
+// empty one, with the messages of Open.
+func findDB(dir string) error {
+	dbPath := filepath.Join(dir, DBFile)
+	st, err := os.Stat(dbPath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w at %s (no %s): create one with 'airlock init --site NAME', or point --repo or AIRLOCK_REPO at it", ErrNoRepository, dir, DBFile)
+	case errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("%w at %s (not a directory): point --repo or AIRLOCK_REPO at the repository's directory", ErrNoRepository, dir)
+	case err != nil:
+		return fmt.Errorf("open repository %s: %w", dir, err)
+	case st.Size() == 0:
+		// bbolt would try to initialise it, and fail read-only.
+		return fmt.Errorf("open repository %s: %s is empty (%w): restore the repository from a backup, or point --repo or AIRLOCK_REPO at another", dir, dbPath, ErrSchema)
+	}
+	return nil
 }
 
 // readMeta checks the schema and loads the site identity.

@@ -30,12 +30,20 @@ import (
 type InitCmd struct {
 	Options
 	Site string
-	JSON bool
+	// PassphraseFile, if set, holds the passphrase that encrypts site.key,
+	// on one line (see SiteKeyPassphrase.File); an empty file is refused.
+	PassphraseFile string
+	JSON           bool
 }
 
-// RunInit creates a repository (see Init).
+// RunInit creates a repository (see InitWithPassphrase), its site.key
+// passphrase-protected if PassphraseFile is set.
 func RunInit(ctx context.Context, c InitCmd, stdout, stderr io.Writer) error {
-	res, err := Init(ctx, c.Options, c.Site)
+	pass, err := readPassphraseFile(c.PassphraseFile)
+	if err != nil {
+		return err
+	}
+	res, err := InitWithPassphrase(ctx, c.Options, c.Site, pass)
 	if err != nil {
 		return err
 	}
@@ -44,6 +52,9 @@ func RunInit(ctx context.Context, c InitCmd, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "created repository %s for site %s\n", res.Dir, res.Site)
 	fmt.Fprintf(stdout, "site key %s, public key in %s\n", res.SiteKey, res.PublicKey)
+	if res.Protected {
+		fmt.Fprintf(stdout, "%s is passphrase-protected: airlock key new reads the passphrase from --passphrase-file or AIRLOCK_PASSPHRASE_FILE, or asks on the terminal\n", SiteKeyFile)
+	}
 	fmt.Fprintf(stdout, "next: register it at the vendor (airlock-server site add --name %s --key site.pub.asc), then trust the vendor's key (airlock trust add --role vendor vendor.pub.asc)\n", res.Site)
 	return nil
 }
@@ -139,12 +150,17 @@ type KeyNewCmd struct {
 	// Inventory is an inventory file (see ParseInventory); empty for the
 	// registered cluster nodes (see Repo.NodeInventory).
 	Inventory string
-	JSON      bool
+	// Passphrase unlocks a passphrase-protected site.key.
+	Passphrase SiteKeyPassphrase
+	JSON       bool
 }
 
 // RunKeyNew issues a download key and writes it to Out (see
-// Repo.IssueKey). Out is published atomically after the key is recorded;
-// if that fails the key stays recorded and the error says to revoke it.
+// Repo.IssueKey). The site key is unlocked first (see ReadSiteKey), before
+// the repository is opened, so that a prompt for its passphrase holds no
+// lock; a refusal there leaves the repository and Out untouched. Out is
+// published atomically after the key is recorded; if that fails the key
+// stays recorded and the error says to revoke it.
 func RunKeyNew(ctx context.Context, c KeyNewCmd, stdout, stderr io.Writer) error {
 	if _, err := os.Lstat(c.Out); err == nil {
 		return fmt.Errorf("%w: --out %s already exists: choose another name, or remove it first", ErrInvalid, c.Out)
@@ -153,6 +169,9 @@ func RunKeyNew(ctx context.Context, c KeyNewCmd, stdout, stderr io.Writer) error
 	}
 	var opts KeyOptions
 	opts.Expires = c.Expires
+	if _, err := opts.expiry(); err != nil {
+		return err
+	}
 	if c.Inventory != "" {
 		nodes, err := ReadInventoryFile(c.Inventory)
 		if err != nil {
@@ -160,6 +179,11 @@ func RunKeyNew(ctx context.Context, c KeyNewCmd, stdout, stderr io.Writer) error
 		}
 		opts.Nodes = nodes
 	}
+	signer, err := ReadSiteKey(c.Dir, c.Passphrase)
+	if err != nil {
+		return err
+	}
+	opts.SiteKey = signer
 	out, err := atomicfile.Create(c.Out, 0o644)
 	if err != nil {
 		return outError(c.Out, err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -59,6 +60,7 @@ func TestScripts(t *testing.T) {
 			"tamper":      cmdTamper,
 			"want-exit":   cmdWantExit,
 			"fingerprint": cmdFingerprint,
+			"encrypted":   cmdEncrypted,
 			"agent":       cmdAgent,
 		},
 	})
@@ -276,7 +278,7 @@ func cmdWantExit(ts *testscript.TestScript, neg bool, args []string) {
 	cmd := exec.Command(args[1], args[2:]...)
 	cmd.Dir = ts.MkAbs(".")
 	cmd.Env = os.Environ()
-	for _, v := range []string{"AIRLOCK_REPO", envCrash, envFail, "HOME", "TMPDIR"} {
+	for _, v := range []string{"AIRLOCK_REPO", envPassphraseFile, envCrash, envFail, "HOME", "TMPDIR"} {
 		cmd.Env = append(cmd.Env, v+"="+ts.Getenv(v))
 	}
 	cmd.Stdout, cmd.Stderr = ts.Stdout(), ts.Stderr()
@@ -300,6 +302,25 @@ func cmdFingerprint(ts *testscript.TestScript, neg bool, args []string) {
 	k, err := keys.ReadPublicFile(ts.MkAbs(args[0]))
 	ts.Check(err)
 	ts.Setenv(args[1], k.Fingerprint().String())
+}
+
+// encrypted FILE succeeds if the private key FILE is passphrase-protected:
+// it does not open without a passphrase (keys.ErrPassphrase). "! encrypted
+// FILE" succeeds if it opens without one.
+func cmdEncrypted(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: [!] encrypted FILE")
+	}
+	_, err := keys.ReadPrivateFile(ts.MkAbs(args[0]), nil)
+	switch {
+	case err == nil && neg:
+	case err == nil:
+		ts.Fatalf("%s opens without a passphrase", args[0])
+	case !errors.Is(err, keys.ErrPassphrase):
+		ts.Fatalf("%s: %v", args[0], err)
+	case neg:
+		ts.Fatalf("%s is passphrase-protected", args[0])
+	}
 }
 
 // agent [-role R] [-region R] NAME starts a node agent called NAME in the

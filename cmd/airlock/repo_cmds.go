@@ -19,9 +19,12 @@ func repoCommands() []*cli.Command {
 			Usage:     "create the repository and its site key",
 			ArgsUsage: " ",
 			Description: "Creates the repository (--repo, AIRLOCK_REPO, default ./airlock-repo): the database, the blob\n" +
-				"store and a new site key. REPO/site.pub.asc is the public half to register at the vendor.",
+				"store and a new site key. REPO/site.pub.asc is the public half to register at the vendor.\n" +
+				"With --passphrase-file, REPO/site.key is encrypted with that passphrase; airlock key new\n" +
+				"then needs it.",
 			Flags: flags(repoFlags(), []cli.Flag{
 				&cli.StringFlag{Name: "site", Usage: "the site `NAME` registered at the vendor (a-z, 0-9, '-', '_', '.')"},
+				passphraseFlag("encrypt site.key with the passphrase in `FILE` (one line)"),
 				cliapp.JSONFlag,
 			}),
 			Action: func(c *cli.Context) error {
@@ -31,8 +34,9 @@ func repoCommands() []*cli.Command {
 				if err := cliapp.Need(c, "site"); err != nil {
 					return err
 				}
-				return repo.RunInit(c.Context, repo.InitCmd{Options: repoOptions(c), Site: c.String("site"), JSON: c.Bool("json")},
-					c.App.Writer, c.App.ErrWriter)
+				return repo.RunInit(c.Context, repo.InitCmd{
+					Options: repoOptions(c), Site: c.String("site"), PassphraseFile: c.String("passphrase-file"), JSON: c.Bool("json"),
+				}, c.App.Writer, c.App.ErrWriter)
 			},
 		},
 		{
@@ -95,10 +99,14 @@ func repoCommands() []*cli.Command {
 					Name:      "new",
 					Usage:     "write a new site-signed download key",
 					ArgsUsage: " ",
+					Description: "Signs a download key with the site key. If REPO/site.key is passphrase-protected, the\n" +
+						"passphrase is read from --passphrase-file (or AIRLOCK_PASSPHRASE_FILE), else asked on the\n" +
+						"terminal; with neither, the command is refused and nothing changes.",
 					Flags: flags(repoFlags(), []cli.Flag{
 						&cli.StringFlag{Name: "out", Usage: "write the download key to `FILE` (must not exist)"},
 						&cli.DurationFlag{Name: "expires", Usage: "how long the key stays valid", Value: repo.DefaultKeyExpiry},
 						&cli.StringFlag{Name: "inventory", Usage: "cluster inventory `FILE`: {\"nodes\":[{\"name\":\"n1\",\"installed\":{\"base\":\"3.3.2\"}}]}"},
+						passphraseFlag("the passphrase of a passphrase-protected site.key is in `FILE`"),
 						cliapp.JSONFlag,
 					}),
 					Action: func(c *cli.Context) error {
@@ -110,7 +118,7 @@ func repoCommands() []*cli.Command {
 						}
 						return repo.RunKeyNew(c.Context, repo.KeyNewCmd{
 							Options: repoOptions(c), Out: c.String("out"), Expires: c.Duration("expires"),
-							Inventory: c.String("inventory"), JSON: c.Bool("json"),
+							Inventory: c.String("inventory"), Passphrase: sitePassphrase(c), JSON: c.Bool("json"),
 						}, c.App.Writer, c.App.ErrWriter)
 					},
 				},

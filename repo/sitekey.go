@@ -1,0 +1,107 @@
+package repo
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/airlock-project/airlock/keys"
+)
+
+// SiteKeyPassphrase says where the passphrase of a passphrase-protected
+// site.key comes from. The zero value gives none: an encrypted site.key is
+// then refused (keys.ErrPassphrase, usage class).
+type SiteKeyPassphrase struct {
+	// File holds the passphrase (--passphrase-file, AIRLOCK_PASSPHRASE_FILE)
+	// on one line; trailing CR and LF are not part of it. It is read even
+	// when site.key is not encrypted, and the passphrase then ignored, as
+	// airlock-fetch does.
+	File string
+	// Prompt, if set, asks the operator for the passphrase of the key at
+	// path; it is called only when site.key is encrypted and File is empty.
+	// cmd/ sets it when there is a terminal to ask on.
+	Prompt func(path string) ([]byte, error)
+}
+
+// ReadSiteKey reads the site's private key of the repository in dir,
+// decrypting it if it is passphrase-protected. It reads no database and
+// takes no lock, so a prompt for the passphrase never keeps other commands
+// waiting; IssueKey checks that the key is the repository's own. Without a
+// repository in dir it fails as Open does (ErrNoRepository). A missing,
+// empty or non-regular passphrase file, an encrypted site.key with no
+// passphrase to be had, and a passphrase that does not decrypt it are
+// usage errors (exit 2; the last two match keys.ErrPassphrase), each naming
+// site.key and how to give the passphrase.
+func ReadSiteKey(dir string, p SiteKeyPassphrase) (*keys.PrivateKey, error) {
+	if err := findDB(dir); err != nil {
+		return nil, err
+	}
+	pass, err := readPassphraseFile(p.File)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, SiteKeyFile)
+	k, err := keys.ReadPrivateFile(path, pass)
+	typed := false
+	if errors.Is(err, keys.ErrPassphrase) && pass == nil && p.Prompt != nil {
+		if pass, err = p.Prompt(path); err != nil {
+			return nil, err
+		}
+		if len(pass) == 0 {
+			return nil, fmt.Errorf("%w: no passphrase typed for %s; run the command again and type it, or pass --passphrase-file FILE", ErrInvalid, path)
+		}
+		typed = true
+		k, err = keys.ReadPrivateFile(path, pass)
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, keys.ErrPassphrase) && typed:
+		return nil, fmt.Errorf("%w; run the command again and type the passphrase of %s", err, SiteKeyFile)
+	case errors.Is(err, keys.ErrPassphrase) && pass == nil:
+		return nil, fmt.Errorf("%w; there is no terminal to ask for it on: pass --passphrase-file FILE or set AIRLOCK_PASSPHRASE_FILE", err)
+	case errors.Is(err, keys.ErrPassphrase):
+		return nil, fmt.Errorf("%w; check --passphrase-file %s", err, p.File)
+	default:
+		return nil, fmt.Errorf("%w: the repository signs download keys with it; restore %s from a backup of the repository", err, SiteKeyFile)
+	}
+	return k, nil
+}
+
+// checkSiteKey refuses a site key other than the one the repository was
+// created with.
+func (r *Repo) checkSiteKey(k *keys.PrivateKey) error {
+	if k.Fingerprint() != r.siteKey {
+		return fmt.Errorf("%s holds key %s, but the repository was created with site key %s: restore the original %s",
+			filepath.Join(r.dir, SiteKeyFile), k.Fingerprint(), r.siteKey, SiteKeyFile)
+	}
+	return nil
+}
+
+// readPassphraseFile reads a passphrase file: one line, the line end not
+// part of it (trailing CR and LF are dropped, as airlock-fetch does). An
+// empty path means no passphrase (nil). A file that is
+// missing, not a regular file or empty is a usage error (ErrInvalid); other
+// read errors are operational. The messages name --passphrase-file.
+func readPassphraseFile(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: --passphrase-file %s is not a regular file; give the file that holds the passphrase", ErrInvalid, path)
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: --passphrase-file %s does not exist; give the file that holds the passphrase", ErrInvalid, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--passphrase-file %s: %w; give the file that holds the passphrase", path, pathCause(err))
+	}
+	line := strings.TrimRight(string(b), "\r\n")
+	if line == "" {
+		return nil, fmt.Errorf("%w: --passphrase-file %s is empty; put the passphrase on its first line", ErrInvalid, path)
+	}
+	return []byte(line), nil
+}
