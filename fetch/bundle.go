@@ -144,6 +144,10 @@ func RunBundle(ctx context.Context, o BundleOptions, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	// A key that cannot sign now is refused before anything is downloaded.
+	if err := courier.Public().Validate(now()); err != nil {
+		return signKeyDead(o.SignKey, err)
+	}
 
 	g, err := obtain(ctx, o.ServerOptions)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/airlock-project/airlock/catalog"
 	"github.com/airlock-project/airlock/fault"
+	"github.com/airlock-project/airlock/keys"
 )
 
 // Verification-class errors (exit 3): the server's answer is not what the
@@ -136,3 +137,30 @@ func (e *PackageError) Error() string { return fmt.Sprintf("package %s: %v", e.P
 
 // Unwrap returns Err.
 func (e *PackageError) Unwrap() error { return e.Err }
+
+// keyError is a refusal of package keys (a *keys.VerifyError about a
+// signer) told in airlock-fetch's words, about the keys it was given
+// (--vendor-key, --courier-key) rather than a trust store. Error is that
+// message; Unwrap returns the keys error, so that errors.Is still matches
+// its sentinel and class, and errors.As finds its fields.
+type keyError struct {
+	msg string
+	err error
+}
+
+func (e *keyError) Error() string { return e.msg }
+
+// Unwrap returns the keys error.
+func (e *keyError) Unwrap() error { return e.err }
+
+// signerName names the signer of a refused signature for a message: its
+// fingerprint, else the key ID the signature gives.
+func signerName(ve *keys.VerifyError) string {
+	switch {
+	case !ve.Signer.IsZero():
+		return "key " + ve.Signer.String()
+	case ve.KeyID != 0:
+		return fmt.Sprintf("key ID %016X", ve.KeyID)
+	}
+	return "another key"
+}

@@ -134,21 +134,8 @@ func exchangeAndVerify(ctx context.Context, c *client, vendor *keys.PublicKey, r
 	// Site and key are compared below, as a verification failure (the
 	// server answered another request), not as a policy refusal.
 	ent, err := verify.VerifyEntitlement(armored, trust, verify.Policy{})
-	if errors.Is(err, keys.ErrUnknownSigner) {
-		// keys' own advice (airlock trust add) is for the restricted side;
-		// here the vendor key is pinned by --vendor-key.
-		signer := "another key"
-		var ve *keys.VerifyError
-		if errors.As(err, &ve) && !ve.Signer.IsZero() {
-			signer = "key " + ve.Signer.String()
-		} else if ve != nil && ve.KeyID != 0 {
-			signer = fmt.Sprintf("key ID %016X", ve.KeyID)
-		}
-		return nil, fmt.Errorf("the server's answer to download key %s: %w: the entitlement is signed by %s, not by the pinned --vendor-key (%s); check --server, and if the vendor has a new key, get it from the vendor by a trusted channel",
-			key.ID, keys.ErrUnknownSigner, signer, vendor.Fingerprint())
-	}
 	if err != nil {
-		return nil, fmt.Errorf("the server's answer to download key %s: %w", key.ID, err)
+		return nil, entitlementError(err, key.ID, vendor)
 	}
 	if ent.Site != key.Site || ent.KeyID != key.ID {
 		return nil, fmt.Errorf("%w: the server's entitlement is for site %q key %s, the download key is for site %q key %s; nothing was downloaded",
@@ -159,6 +146,27 @@ func exchangeAndVerify(ctx context.Context, c *client, vendor *keys.PublicKey, r
 		return nil, fmt.Errorf("the server's answer to download key %s: %w", key.ID, err)
 	}
 	return &grant{key: key, armored: armored, ent: ent, items: items, vendor: vendor, client: c, serverURL: c.base.Redacted()}, nil
+}
+
+// entitlementError reports an entitlement that did not verify. When keys
+// refused its signer, the remedy is about the vendor key pinned by
+// --vendor-key, the only key trusted here.
+func entitlementError(err error, id catalog.KeyID, vendor *keys.PublicKey) error {
+	err = fmt.Errorf("the server's answer to download key %s: %w", id, err)
+	var ve *keys.VerifyError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	switch ve.Kind {
+	case keys.ErrUnknownSigner:
+		return &keyError{err: err, msg: fmt.Sprintf("the server's answer to download key %s: %v: the entitlement is signed by %s, not by the pinned --vendor-key (%s); check --server, and if the vendor has a new key, get it from the vendor by a trusted channel",
+			id, ve.Kind, signerName(ve), vendor.Fingerprint())}
+	case keys.ErrKeyExpired:
+		return fmt.Errorf("%w; that is the pinned --vendor-key: get the vendor's key with its expiry extended, by a trusted channel, and give it as --vendor-key", err)
+	case keys.ErrKeyRevoked:
+		return fmt.Errorf("%w; that is the pinned --vendor-key: get the vendor's new key by a trusted channel, and give it as --vendor-key", err)
+	}
+	return err
 }
 
 // matchDownloads requires the download list to name each entitled package

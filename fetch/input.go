@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"strings"
 
 	"github.com/airlock-project/airlock/keys"
 )
@@ -30,10 +29,11 @@ func fileError(flag, path string, err error, hint string) error {
 }
 
 // hintFor returns "; hint" for an input that could not be parsed, unless
-// the parser's message already says what to give (keys does when a public
-// key is given for a private one, or the other way round).
+// keys found a key of the other kind (a public key given for a private one,
+// or the other way round): its message then says which kind of file to give.
 func hintFor(err error, hint string) string {
-	if strings.Contains(err.Error(), ": give ") {
+	var ve *keys.VerifyError
+	if errors.As(err, &ve) && ve.WrongKind {
 		return ""
 	}
 	return "; " + hint
@@ -77,4 +77,10 @@ func readSignKey(path, passphraseFile string, pass []byte) (*keys.PrivateKey, er
 		return nil, fmt.Errorf("--sign-key %s: %w; check --passphrase-file %s", path, err, passphraseFile)
 	}
 	return nil, fmt.Errorf("--sign-key %s: %w%s", path, err, hintFor(err, hintSignKey))
+}
+
+// signKeyDead completes the keys error of a courier key (--sign-key) that is
+// revoked or expired with what its owner, the operator, can do.
+func signKeyDead(path string, err error) error {
+	return fmt.Errorf("--sign-key %s: %w; make a new courier key ('airlock-fetch keygen --name NAME --out PREFIX'), and have the restricted side trust PREFIX.pub.asc ('airlock trust add --role courier')", path, err)
 }

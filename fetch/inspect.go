@@ -119,29 +119,39 @@ func RunInspect(ctx context.Context, o InspectOptions, stdout, stderr io.Writer)
 	return printInspect(stdout, rpt)
 }
 
-// signerAdvice replaces keys' advice for an untrusted or misplaced signer
-// (which is about the restricted side's trust store) with advice about the
-// keys inspect was given.
+// signerAdvice tells a refused signer of the bundle in terms of the keys
+// inspect was given (--vendor-key, --courier-key): keys states the fact, the
+// remedy is about those files. The role the signature had to be made for
+// says which member and key it is.
 func signerAdvice(err error, o InspectOptions) error {
 	var ve *keys.VerifyError
-	if !errors.As(err, &ve) || !errors.Is(err, keys.ErrUnknownSigner) && !errors.Is(err, keys.ErrWrongRole) {
+	if !errors.As(err, &ve) {
 		return err
 	}
 	what, member, flag, path := "courier", bundle.SignatureName, "--courier-key", o.CourierKey
-	if strings.Contains(err.Error(), bundle.EntitlementName) {
+	if ve.Role == keys.RoleVendor {
 		what, member, flag, path = "vendor", bundle.EntitlementName, "--vendor-key", o.VendorKey
 	}
-	signer := "another key"
-	if !ve.Signer.IsZero() {
-		signer = "key " + ve.Signer.String()
-	} else if ve.KeyID != 0 {
-		signer = fmt.Sprintf("key ID %016X", ve.KeyID)
+	switch ve.Kind {
+	case keys.ErrWrongRole:
+		return &keyError{err: err, msg: fmt.Sprintf("member %s: %v: the %s signature is by %s, given as the other role's key; are --vendor-key and --courier-key swapped?",
+			member, ve.Kind, what, signerName(ve))}
+	case keys.ErrUnknownSigner:
+		return &keyError{err: err, msg: fmt.Sprintf("member %s: %v: the %s signature is by %s, not by %s %s; give the %s's public key that made this bundle, or treat the bundle as untrusted",
+			member, ve.Kind, what, signerName(ve), flag, path, what)}
+	case keys.ErrKeyExpired, keys.ErrKeyRevoked:
+		next := "extend the courier key's expiry or make a new key ('airlock-fetch keygen'), have the restricted side trust it, and make the bundle again"
+		switch {
+		case ve.Role == keys.RoleVendor && ve.Kind == keys.ErrKeyExpired:
+			next = "get the vendor's key with its expiry extended, by a trusted channel: the restricted side needs it too"
+		case ve.Role == keys.RoleVendor:
+			next = "ask the vendor for its new key"
+		case ve.Kind == keys.ErrKeyRevoked:
+			next = "make the bundle again, signed with the courier's new key"
+		}
+		return fmt.Errorf("%w; that is %s %s: the restricted side will refuse the bundle too; %s", err, flag, path, next)
 	}
-	if errors.Is(err, keys.ErrWrongRole) {
-		return fmt.Errorf("member %s: %w: the %s signature is by %s, given as the other role's key; are --vendor-key and --courier-key swapped?", member, ve.Kind, what, signer)
-	}
-	return fmt.Errorf("member %s: %w: the %s signature is by %s, not by %s %s; give the %s's public key that made this bundle, or treat the bundle as untrusted",
-		member, ve.Kind, what, signer, flag, path, what)
+	return err
 }
 
 func inspectTrust(vendorPath, courierPath string) (*keys.TrustStore, *keys.PublicKey, error) {

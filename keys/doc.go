@@ -29,7 +29,12 @@
 // check a signature. Neither trusts go-crypto's own policy: the signature
 // packet and the signer's key are inspected here, so that every refusal has
 // its own sentinel error (see errors.go), all of class fault.ErrVerification
-// (exit 3), and a message that names the signer and says what to do. The
+// (exit 3), and a *VerifyError that names the signer and carries the facts
+// (role wanted and found, expiry, revocation). What to do about a signer
+// that is not trusted, or a key revoked or expired, depends on the program
+// that verifies and on how it is told its keys (a repository's trust store,
+// a pinned --vendor-key, a node's pinned keys, a vendor's registered sites):
+// those messages state the fact, and the caller adds its own next step. The
 // rules:
 //
 //   - input is bounded before it is parsed: Policy.MaxArmored for the armored

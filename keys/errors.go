@@ -11,8 +11,8 @@ import (
 // and ReadPublic return because of their input (rather than an invalid role
 // or a failing reader) matches exactly one of them with errors.Is, and all of
 // them match fault.ErrVerification (exit 3). Such an error is a *VerifyError
-// whose message names the signer and says what to do; the sentinel's own
-// text is only its short name.
+// whose message names the signer or key; the sentinel's own text is only its
+// short name.
 var (
 	// ErrUnknownSigner: the signature names a key that is not in the trust store.
 	ErrUnknownSigner = fault.Verification("signer not trusted")
@@ -61,18 +61,42 @@ var ErrKeyFileExists = fault.Usage("key file already exists")
 // VerifyError is the error returned for input refused by verification or by
 // key policy. Kind is one of the sentinels above; errors.Is(err, Kind) holds.
 // The other fields are set when known; they are for callers that report the
-// refusal in structured form (--json). Error() is a complete sentence-like
-// message meant for the user.
+// refusal in structured form (--json) or in their own words.
+//
+// Error() says what happened and to what. Where the next step is the same
+// for everyone (re-sign with SHA-256, make an Ed25519 key, check the
+// clocks, give the .pub.asc file) it says that too. Where it depends on who
+// verifies and how that program is told which keys to trust (ErrUnknownSigner,
+// ErrKeyRevoked, ErrKeyExpired) the message states the fact only: the caller
+// adds its own next step, from these fields (errors.As).
 type VerifyError struct {
 	Kind    error       // one of the Err* verification sentinels
-	Signer  Fingerprint // primary key fingerprint of the signer, if known
+	Signer  Fingerprint // primary key fingerprint of the signer or of the key judged, if known
 	KeyID   uint64      // issuer key ID named by the signature, if any
-	UserID  string      // user ID of the signer, if known
+	UserID  string      // user ID of the signer or key, if known (text from its owner: quote it with fault.Printable)
 	Created time.Time   // signature creation time, if parsed
-	msg     string
+
+	// Role is the role the signature had to be made for (the one asked of
+	// VerifyDetached or VerifyMessage); empty for an error about a key
+	// alone (ReadPublic, Validate, signing).
+	Role Role
+	// TrustedAs is the role the signer is trusted for instead (ErrWrongRole).
+	TrustedAs Role
+	// Expired is when the key (ErrKeyExpired) or the signature
+	// (ErrSignatureExpired) expired.
+	Expired time.Time
+	// Revocation is the reason the key was revoked, as its owner gave it
+	// and made printable, e.g. "compromised: laptop stolen" (ErrKeyRevoked).
+	Revocation string
+	// WrongKind is set on the ErrMalformed error of ReadPublic given a
+	// private key, or of ReadPrivate given a public key. The message then
+	// says which kind of file to give.
+	WrongKind bool
+
+	msg string
 }
 
-// Error returns the full message: what happened, to what, and what to do.
+// Error returns the message: what happened, to what (see VerifyError).
 func (e *VerifyError) Error() string { return e.msg }
 
 // Unwrap returns Kind, so that errors.Is matches the sentinel and its class.

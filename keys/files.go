@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"strings"
 
 	"github.com/airlock-project/airlock/atomicfile"
 )
@@ -51,9 +50,9 @@ func ReadPrivateFile(path string, passphrase []byte) (*PrivateKey, error) {
 		return nil, err
 	}
 	defer f.Close()
-	k, err := readPrivate(f, passphrase, what)
+	k, err := readPrivate(f, passphrase, what, true)
 	if err != nil {
-		return nil, nameFile(err, what)
+		return nil, err
 	}
 	return k, nil
 }
@@ -66,9 +65,9 @@ func ReadPublicFile(path string) (*PublicKey, error) {
 		return nil, err
 	}
 	defer f.Close()
-	k, err := readPublic(f, what)
+	k, err := readPublic(f, what, true)
 	if err != nil {
-		return nil, nameFile(err, what)
+		return nil, err
 	}
 	return k, nil
 }
@@ -91,10 +90,13 @@ func openKeyFile(path, what string) (*os.File, error) {
 	return f, nil
 }
 
-// nameFile puts what before an error of the readers that does not start
-// with it already (most of their messages name what they read).
-func nameFile(err error, what string) error {
-	if strings.HasPrefix(err.Error(), what) {
+// inFile puts what before err, an error of readPublic or readPrivate whose
+// message does not name their input, when the input is a file (file set):
+// their other messages start with what, so that every error of
+// ReadPublicFile and ReadPrivateFile names the file exactly once, and a
+// caller adds only what the file is for.
+func inFile(err error, what string, file bool) error {
+	if !file {
 		return err
 	}
 	return fmt.Errorf("%s: %w", what, err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
@@ -40,11 +41,17 @@ func safely(what string, f func() error) (err error) {
 }
 
 // readBounded reads all of r, refusing more than limit bytes with
-// ErrArmorTooLarge. Read errors are returned as they are (operational).
+// ErrArmorTooLarge. Read errors are returned wrapped (operational), after
+// what; the path of a file's *fs.PathError is dropped, as what or the
+// caller names the file.
 func readBounded(r io.Reader, limit int64, what string) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", what, err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("%s: read error: %w", what, err)
 	}
 	if int64(len(b)) > limit {
 		return nil, verr(ErrArmorTooLarge, "%s is larger than %d bytes: refused without parsing it", what, limit)

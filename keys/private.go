@@ -110,7 +110,7 @@ func publicFromEntity(e *openpgp.Entity) (*PublicKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newPublicKey(pe, "public key")
+	return newPublicKey(pe, "public key", false)
 }
 
 // ReadPrivate reads exactly one private key, armored ("PGP PRIVATE KEY
@@ -122,17 +122,18 @@ func publicFromEntity(e *openpgp.Entity) (*PublicKey, error) {
 // key policy of ReadPublic applies, and the key must hold the secret of a
 // signing key.
 func ReadPrivate(r io.Reader, passphrase []byte) (*PrivateKey, error) {
-	return readPrivate(r, passphrase, "private key")
+	return readPrivate(r, passphrase, "private key", false)
 }
 
-// readPrivate is ReadPrivate; what names the input in messages.
-func readPrivate(r io.Reader, passphrase []byte, what string) (*PrivateKey, error) {
+// readPrivate is ReadPrivate; what names the input in messages. If file is
+// set, every error names it (see inFile).
+func readPrivate(r io.Reader, passphrase []byte, what string, file bool) (*PrivateKey, error) {
 	b, err := readBounded(r, MaxArmoredKey, what)
 	if err != nil {
 		return nil, err
 	}
 	if bytes.Contains(b, []byte("-----BEGIN "+blockPublicKey+"-----")) {
-		return nil, malformed("this is a public key, not a private key: give the private key file")
+		return nil, inFile(notPrivate(), what, file)
 	}
 	body, err := dearmor(b, blockPrivateKey, what, true)
 	if err != nil {
@@ -143,26 +144,33 @@ func readPrivate(r io.Reader, passphrase []byte, what string) (*PrivateKey, erro
 		return nil, err
 	}
 	if e.PrivateKey == nil {
-		return nil, malformed("this is a public key, not a private key: give the private key file")
+		return nil, inFile(notPrivate(), what, file)
 	}
 	fp, _ := fingerprintOf(e.PrimaryKey.Fingerprint)
 	if anyEncrypted(e) {
 		if len(passphrase) == 0 {
-			return nil, fmt.Errorf("private key %s is protected by a passphrase: supply it: %w", fp, ErrPassphrase)
+			return nil, inFile(fmt.Errorf("private key %s is protected by a passphrase: supply it: %w", fp, ErrPassphrase), what, file)
 		}
 		err := safely(what, func() error { return e.DecryptPrivateKeys(passphrase) })
 		if err != nil {
-			return nil, fmt.Errorf("private key %s: the passphrase does not decrypt it (wrong passphrase, or a damaged key file): %w", fp, ErrPassphrase)
+			return nil, inFile(fmt.Errorf("private key %s: the passphrase does not decrypt it (wrong passphrase, or a damaged key file): %w", fp, ErrPassphrase), what, file)
 		}
 	}
 	k, err := newPrivateKey(e)
 	if err != nil {
-		return nil, err
+		return nil, inFile(err, what, file)
 	}
 	if _, _, err := k.signingKey(time.Time{}); err != nil {
-		return nil, err
+		return nil, inFile(err, what, file)
 	}
 	return k, nil
+}
+
+// notPrivate is the error of a public key given to ReadPrivate.
+func notPrivate() error {
+	e := verr(ErrMalformed, "this is a public key, not a private key: give the private key file")
+	e.WrongKind = true
+	return e
 }
 
 func anyEncrypted(e *openpgp.Entity) bool {

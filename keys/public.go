@@ -68,16 +68,17 @@ type keyInfo struct {
 // or binary, of at most MaxArmoredKey bytes, and applies the key policy. A
 // private key, several keys, or anything else is refused with ErrMalformed;
 // weak algorithms with ErrWeakAlgorithm, ErrWeakRSA or ErrWeakHash.
-func ReadPublic(r io.Reader) (*PublicKey, error) { return readPublic(r, "public key") }
+func ReadPublic(r io.Reader) (*PublicKey, error) { return readPublic(r, "public key", false) }
 
-// readPublic is ReadPublic; what names the input in messages.
-func readPublic(r io.Reader, what string) (*PublicKey, error) {
+// readPublic is ReadPublic; what names the input in messages. If file is
+// set, every error names it (see inFile).
+func readPublic(r io.Reader, what string, file bool) (*PublicKey, error) {
 	b, err := readBounded(r, MaxArmoredKey, what)
 	if err != nil {
 		return nil, err
 	}
 	if bytes.Contains(b, []byte("-----BEGIN "+blockPrivateKey+"-----")) {
-		return nil, malformed("this is a private key, not a public key: give the public key (the .pub.asc file), and keep the private key secret")
+		return nil, inFile(notPublic(), what, file)
 	}
 	body, err := dearmor(b, blockPublicKey, what, true)
 	if err != nil {
@@ -88,9 +89,16 @@ func readPublic(r io.Reader, what string) (*PublicKey, error) {
 		return nil, err
 	}
 	if hasSecrets(e) {
-		return nil, malformed("this is a private key, not a public key: give the public key (the .pub.asc file), and keep the private key secret")
+		return nil, inFile(notPublic(), what, file)
 	}
-	return newPublicKey(e, what)
+	return newPublicKey(e, what, file)
+}
+
+// notPublic is the error of a private key given to ReadPublic.
+func notPublic() error {
+	e := verr(ErrMalformed, "this is a private key, not a public key: give the public key (the .pub.asc file), and keep the private key secret")
+	e.WrongKind = true
+	return e
 }
 
 func hasSecrets(e *openpgp.Entity) bool {
@@ -128,8 +136,9 @@ func readOneEntity(body []byte, what string) (*openpgp.Entity, error) {
 }
 
 // newPublicKey applies the key policy to e and records what verification
-// needs. It is called only while e is private to the caller.
-func newPublicKey(e *openpgp.Entity, what string) (*PublicKey, error) {
+// needs. It is called only while e is private to the caller. what and file
+// are readPublic's.
+func newPublicKey(e *openpgp.Entity, what string, file bool) (*PublicKey, error) {
 	pk := e.PrimaryKey
 	if pk.Version != 4 {
 		return nil, malformed("%s: version %d key: airlock accepts v4 keys only", what, pk.Version)
@@ -139,7 +148,7 @@ func newPublicKey(e *openpgp.Entity, what string) (*PublicKey, error) {
 		return nil, malformed("%s: bad fingerprint", what)
 	}
 	if err := checkKeyAlgorithm(pk, fp, fp); err != nil {
-		return nil, err
+		return nil, inFile(err, what, file)
 	}
 	for _, s := range e.Subkeys {
 		sfp, ok := fingerprintOf(s.PublicKey.Fingerprint)
@@ -147,7 +156,7 @@ func newPublicKey(e *openpgp.Entity, what string) (*PublicKey, error) {
 			return nil, malformed("%s %s: subkey of version %d: airlock accepts v4 keys only", what, fp, s.PublicKey.Version)
 		}
 		if err := checkKeyAlgorithm(s.PublicKey, fp, sfp); err != nil {
-			return nil, err
+			return nil, inFile(err, what, file)
 		}
 	}
 
@@ -176,13 +185,13 @@ func newPublicKey(e *openpgp.Entity, what string) (*PublicKey, error) {
 		for _, id := range e.Identities {
 			for _, s := range id.SelfCertifications {
 				if weakHashes[s.Packet.Hash] {
-					return nil, &VerifyError{Kind: ErrWeakHash, Signer: fp, msg: fmt.Sprintf(
+					return nil, inFile(&VerifyError{Kind: ErrWeakHash, Signer: fp, msg: fmt.Sprintf(
 						"key %s: its self-signature uses %s, which is refused: re-sign the key with SHA-256 or stronger (gpg --cert-digest-algo SHA256 --quick-set-expire %s ...) or make a new key",
-						fp, s.Packet.Hash, fp)}
+						fp, s.Packet.Hash, fp)}, what, file)
 				}
 			}
 		}
-		return nil, &VerifyError{Kind: ErrMalformed, Signer: fp, msg: fmt.Sprintf("key %s has no valid self-signed user ID", fp)}
+		return nil, inFile(&VerifyError{Kind: ErrMalformed, Signer: fp, msg: fmt.Sprintf("key %s has no valid self-signed user ID", fp)}, what, file)
 	}
 	k.userID = ident.Name
 
@@ -340,9 +349,14 @@ func (k *PublicKey) Revoked() bool { return k.keys[0].revoked }
 
 // Validate reports whether the key may be used at now: an error matching
 // ErrKeyRevoked or ErrKeyExpired if not, nil if so. Callers that add a key to
-// a trust store use it to refuse dead keys early.
+// a trust store use it to refuse dead keys early. The error is a
+// *VerifyError with Signer, UserID and Revocation or Expired set; its
+// message states the fact only, and the caller says what to do.
 func (k *PublicKey) Validate(now time.Time) error {
-	return k.keys[0].usable(k, now, "key "+k.describe())
+	if e := k.keys[0].usable(k, now, "key "+k.describe()); e != nil {
+		return e
+	}
+	return nil
 }
 
 // describe names the key for messages: fingerprint and user ID.
@@ -350,20 +364,25 @@ func (k *PublicKey) describe() string {
 	return fmt.Sprintf("%s (%s)", k.fp, printable(k.userID))
 }
 
-// usable returns ErrKeyRevoked or ErrKeyExpired errors whose message starts
-// with subject ("key X (uid)", "signed by X (uid)").
-func (ki *keyInfo) usable(k *PublicKey, now time.Time, subject string) error {
-	if ki.revoked {
-		return &VerifyError{Kind: ErrKeyRevoked, Signer: k.fp, UserID: k.userID, msg: fmt.Sprintf(
-			"%s, whose key has been revoked (%s): remove it from the trust store ('airlock trust remove %s') and trust its owner's new key",
-			subject, ki.revocation, k.fp)}
+// usable returns the ErrKeyRevoked or ErrKeyExpired error of a key packet
+// of k that may not be used at now, or nil. The message starts with subject
+// ("key X (uid)", "signed by X (uid)", "cannot sign with X (uid)") and
+// states the fact only: what to do about a dead key depends on who holds it
+// and who trusts it, which only the caller knows.
+func (ki *keyInfo) usable(k *PublicKey, now time.Time, subject string) *VerifyError {
+	var e *VerifyError
+	switch {
+	case ki.revoked:
+		e = verr(ErrKeyRevoked, "%s, whose key has been revoked (%s)", subject, ki.revocation)
+		e.Revocation = ki.revocation
+	case !ki.expires.IsZero() && !now.Before(ki.expires):
+		e = verr(ErrKeyExpired, "%s, whose key expired at %s", subject, ki.expires.UTC().Format(time.RFC3339))
+		e.Expired = ki.expires
+	default:
+		return nil
 	}
-	if !ki.expires.IsZero() && !now.Before(ki.expires) {
-		return &VerifyError{Kind: ErrKeyExpired, Signer: k.fp, UserID: k.userID, msg: fmt.Sprintf(
-			"%s, whose key expired at %s: ask its owner to extend the expiry (or for a new key) and trust the updated key",
-			subject, ki.expires.UTC().Format(time.RFC3339))}
-	}
-	return nil
+	e.Signer, e.UserID = k.fp, k.userID
+	return e
 }
 
 // WriteArmored writes the key as one armored "PGP PUBLIC KEY BLOCK", which

@@ -200,8 +200,8 @@ func (k *PrivateKey) signingKey(now time.Time) (*keyInfo, *packet.PrivateKey, er
 			continue
 		}
 		if !now.IsZero() {
-			if err := ki.usable(k.pub, now, "cannot sign with "+k.pub.describe()); err != nil {
-				lastErr = err
+			if e := ki.usable(k.pub, now, "cannot sign with "+k.pub.describe()); e != nil {
+				lastErr = e
 				continue
 			}
 		}

@@ -149,14 +149,6 @@ func (t *TrustStore) VerifyMessage(role Role, armoredMsg io.Reader, p Policy) ([
 	return data, s, nil
 }
 
-// howToTrust says how a key of role comes to be trusted.
-func howToTrust(role Role) string {
-	if role == RoleSite {
-		return "register it on the update server (airlock-server site add --name SITE --key FILE)"
-	}
-	return fmt.Sprintf("add it with 'airlock trust add --role %s FILE'", role)
-}
-
 // parseSignature applies the size and algorithm policy to the raw packet
 // before go-crypto parses it (go-crypto cannot even parse MD5 or RIPEMD-160
 // signatures, so only the raw bytes can say why they are refused).
@@ -367,8 +359,10 @@ func (t *TrustStore) begin(role Role, sig *packet.Signature, p Policy) (*verific
 		if hasFP {
 			who = fp.String()
 		}
-		e := verr(ErrUnknownSigner, "signed by %s, which is not trusted: if that key is the %s's, %s", who, role, howToTrust(role))
-		e.Signer, e.KeyID, e.Created = fp, keyID, created
+		// How a key comes to be trusted is the caller's to say: each
+		// program is told its keys in its own way.
+		e := verr(ErrUnknownSigner, "signed by %s, which is not trusted", who)
+		e.Signer, e.KeyID, e.Created, e.Role = fp, keyID, created, role
 		return nil, e
 	case n > 1:
 		return nil, malformed("signature names key ID %s, which matches several trusted keys: it must carry an issuer fingerprint", keyIDString(keyID))
@@ -376,12 +370,14 @@ func (t *TrustStore) begin(role Role, sig *packet.Signature, p Policy) (*verific
 	k := tr.Key
 	signer := k.describe()
 	tag := func(e *VerifyError) *VerifyError {
-		e.Signer, e.KeyID, e.UserID, e.Created = k.fp, keyID, k.userID, created
+		e.Signer, e.KeyID, e.UserID, e.Created, e.Role = k.fp, keyID, k.userID, created, role
 		return e
 	}
 	if tr.Role != role {
-		return nil, tag(verr(ErrWrongRole, "signed by %s, which is trusted as %s, not %s: a key is trusted for one role only, and this document must be signed by a %s key",
+		e := tag(verr(ErrWrongRole, "signed by %s, which is trusted as %s, not %s: a key is trusted for one role only, and this document must be signed by a %s key",
 			signer, tr.Role, role, role))
+		e.TrustedAs = tr.Role
+		return nil, e
 	}
 	// The algorithm policy held when the key was read; checked again so
 	// that no key ever verifies outside it.
@@ -394,8 +390,8 @@ func (t *TrustStore) begin(role Role, sig *packet.Signature, p Policy) (*verific
 	if !ki.canSign {
 		return nil, tag(verr(ErrBadSignature, "signed by key %s of %s, which its owner has not allowed to sign: the signature is refused", ki.fp, signer))
 	}
-	if err := ki.usable(k, p.Now, "signed by "+signer); err != nil {
-		return nil, tag(err.(*VerifyError))
+	if e := ki.usable(k, p.Now, "signed by "+signer); e != nil {
+		return nil, tag(e)
 	}
 	for _, n := range sig.Notations {
 		if n.IsCritical {
@@ -426,7 +422,7 @@ func (v *verification) finish(p Policy) (Signature, error) {
 	signer := k.describe()
 	created := v.sig.CreationTime
 	tag := func(e *VerifyError) *VerifyError {
-		e.Signer, e.KeyID, e.UserID, e.Created = k.fp, v.ki.fp.KeyID(), k.userID, created
+		e.Signer, e.KeyID, e.UserID, e.Created, e.Role = k.fp, v.ki.fp.KeyID(), k.userID, created, v.tr.Role
 		return e
 	}
 	err := safely("signature", func() error { return v.ki.pub.VerifySignature(v.h, v.sig) })
@@ -442,8 +438,10 @@ func (v *verification) finish(p Policy) (Signature, error) {
 			signer, created.UTC().Format(time.RFC3339), created.Sub(p.Now).Round(time.Second), p.Now.UTC().Format(time.RFC3339), p.Skew))
 	}
 	if exp := lifetimeEnd(created, v.sig.SigLifetimeSecs); !exp.IsZero() && !p.Now.Before(exp) {
-		return Signature{}, tag(verr(ErrSignatureExpired, "signature by %s expired at %s: ask the signer for a new signature",
+		e := tag(verr(ErrSignatureExpired, "signature by %s expired at %s: ask the signer for a new signature",
 			signer, exp.UTC().Format(time.RFC3339)))
+		e.Expired = exp
+		return Signature{}, e
 	}
 	return Signature{
 		Signer:     k.fp,

@@ -81,3 +81,19 @@ var (
 	// stopped; the previous release is current.
 	ErrInterrupted = errors.New("install interrupted")
 )
+
+// keyError is a refusal of package keys (a *keys.VerifyError: a vendor key
+// or signer that is not pinned, revoked or expired) told in the node's own
+// words, with the remedy on the node (airlock-node trust) rather than
+// another program's. Error is that message; Unwrap returns the keys error,
+// so that errors.Is still matches its sentinel and class, and errors.As
+// finds its fields.
+type keyError struct {
+	msg string
+	err error
+}
+
+func (e *keyError) Error() string { return e.msg }
+
+// Unwrap returns the keys error.
+func (e *keyError) Unwrap() error { return e.err }

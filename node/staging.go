@@ -65,8 +65,8 @@ func (a *Agent) entitled(armored []byte, d catalog.Digest) (catalog.Package, key
 	if !errors.As(err, &ve) {
 		return catalog.Package{}, keys.Signature{}, fmt.Errorf("node %s: %w", name, err)
 	}
-	// The keys package's advice for these is the restricted side's (airlock
-	// trust); on a node the cure is airlock-node trust.
+	// keys states the fact; what to do about it on a node is the node's
+	// to say (airlock-node trust).
 	signer := "key ID " + fmt.Sprintf("%016X", ve.KeyID)
 	if !ve.Signer.IsZero() {
 		signer = "key " + ve.Signer.String()
@@ -74,24 +74,23 @@ func (a *Agent) entitled(armored []byte, d catalog.Digest) (catalog.Package, key
 	if ve.UserID != "" {
 		signer += " (" + fault.Printable(ve.UserID, 200) + ")"
 	}
-	pinned := filepath.Join(vendorDir(a.dir), ve.Signer.String()+".asc")
-	switch {
-	case errors.Is(err, keys.ErrUnknownSigner):
+	var msg string
+	switch ve.Kind {
+	case keys.ErrUnknownSigner:
 		// No advice: the client (airlock) knows how the node is given keys.
-		return catalog.Package{}, keys.Signature{}, fmt.Errorf("node %s: entitlement for package %s: %w: it is signed by %s, which is not pinned on node %s",
-			name, d.Short(), keys.ErrUnknownSigner, signer, name)
-	case errors.Is(err, keys.ErrKeyExpired):
-		when := ""
-		if t, ok := trust.Lookup(ve.Signer); ok && !t.Key.Expires().IsZero() {
-			when = " at " + t.Key.Expires().UTC().Format(time.RFC3339)
-		}
-		return catalog.Package{}, keys.Signature{}, fmt.Errorf("node %s: entitlement for package %s: %w: it is signed by vendor %s, which expired%s: pin the vendor's key with its expiry extended on node %s ('airlock-node trust --dir %s vendor.pub.asc')",
-			name, d.Short(), keys.ErrKeyExpired, signer, when, name, a.dir)
-	case errors.Is(err, keys.ErrKeyRevoked):
-		return catalog.Package{}, keys.Signature{}, fmt.Errorf("node %s: entitlement for package %s: %w: it is signed by vendor %s, which has been revoked: remove %s from node %s and pin the vendor's new key ('airlock-node trust --dir %s vendor.pub.asc')",
-			name, d.Short(), keys.ErrKeyRevoked, signer, pinned, name, a.dir)
+		msg = fmt.Sprintf("node %s: entitlement for package %s: %v: it is signed by %s, which is not pinned on node %s",
+			name, d.Short(), ve.Kind, signer, name)
+	case keys.ErrKeyExpired:
+		msg = fmt.Sprintf("node %s: entitlement for package %s: %v: it is signed by vendor %s, which expired at %s: pin the vendor's key with its expiry extended on node %s ('airlock-node trust --dir %s vendor.pub.asc')",
+			name, d.Short(), ve.Kind, signer, ve.Expired.UTC().Format(time.RFC3339), name, a.dir)
+	case keys.ErrKeyRevoked:
+		pinned := filepath.Join(vendorDir(a.dir), ve.Signer.String()+".asc")
+		msg = fmt.Sprintf("node %s: entitlement for package %s: %v: it is signed by vendor %s, which has been revoked: remove %s from node %s and pin the vendor's new key ('airlock-node trust --dir %s vendor.pub.asc')",
+			name, d.Short(), ve.Kind, signer, pinned, name, a.dir)
+	default:
+		return catalog.Package{}, keys.Signature{}, fmt.Errorf("node %s: %w", name, err)
 	}
-	return catalog.Package{}, keys.Signature{}, fmt.Errorf("node %s: %w", name, err)
+	return catalog.Package{}, keys.Signature{}, &keyError{msg: msg, err: err}
 }
 
 // stagedInfoLocked describes package p (digest d). Called with a.mu held.

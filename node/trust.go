@@ -55,20 +55,27 @@ func RunTrust(ctx context.Context, o TrustOptions, stdout, stderr io.Writer) err
 		now = o.Now()
 	}
 	if err := k.Validate(now); err != nil {
-		uid := fault.Printable(k.UserID(), 200)
+		var ve *keys.VerifyError
+		if !errors.As(err, &ve) {
+			return fmt.Errorf("node %s: trust vendor key %s: %w", st.Name, o.KeyFile, err)
+		}
 		pinned := ""
 		if _, serr := os.Stat(dst); serr == nil {
 			pinned = fmt.Sprintf("; node %s still trusts the copy pinned earlier as %s: remove that file to stop trusting it", st.Name, dst)
 		}
-		switch {
-		case errors.Is(err, keys.ErrKeyRevoked):
-			return fmt.Errorf("node %s: %w: vendor key %s (%s) in %s has been revoked by its owner, so it was not pinned: pin the vendor's new key instead%s",
-				st.Name, keys.ErrKeyRevoked, fp, uid, o.KeyFile, pinned)
-		case errors.Is(err, keys.ErrKeyExpired):
-			return fmt.Errorf("node %s: %w: vendor key %s (%s) in %s expired at %s, so it was not pinned: ask the vendor for the key with its expiry extended, and pin that%s",
-				st.Name, keys.ErrKeyExpired, fp, uid, o.KeyFile, k.Expires().UTC().Format(time.RFC3339), pinned)
+		key := fmt.Sprintf("vendor key %s (%s) in %s", ve.Signer, fault.Printable(ve.UserID, 200), o.KeyFile)
+		var msg string
+		switch ve.Kind {
+		case keys.ErrKeyRevoked:
+			msg = fmt.Sprintf("node %s: %v: %s has been revoked by its owner, so it was not pinned: pin the vendor's new key instead%s",
+				st.Name, ve.Kind, key, pinned)
+		case keys.ErrKeyExpired:
+			msg = fmt.Sprintf("node %s: %v: %s expired at %s, so it was not pinned: ask the vendor for the key with its expiry extended, and pin that%s",
+				st.Name, ve.Kind, key, ve.Expired.UTC().Format(time.RFC3339), pinned)
+		default:
+			return fmt.Errorf("node %s: trust vendor key %s: %w", st.Name, o.KeyFile, err)
 		}
-		return fmt.Errorf("node %s: trust vendor key %s: %w", st.Name, o.KeyFile, err)
+		return &keyError{msg: msg, err: err}
 	}
 	if err := checkPinnable(o.Dir, k); err != nil {
 		return fmt.Errorf("node %s: trust vendor key %s from %s: %w; remove the conflicting file from %s first", st.Name, fp, o.KeyFile, err, vendorDir(o.Dir))

@@ -273,7 +273,7 @@ func check(ctx context.Context, verb, path string, snap *snapshot, opts ImportOp
 	task.Done(err)
 	rep.Wait()
 	if err != nil {
-		return nil, nil, fmt.Errorf("bundle %s: %w", path, err)
+		return nil, nil, trustAdvice(fmt.Errorf("bundle %s: %w", path, err))
 	}
 	m := vb.Manifest
 	if snap.bundles[m.ID] {

@@ -2,6 +2,7 @@ package repo
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -58,7 +59,7 @@ func (r *Repo) TrustAdd(role keys.Role, pub *keys.PublicKey) (info TrustedKey, c
 	}
 	now := r.opts.now()
 	if err := pub.Validate(now); err != nil {
-		return TrustedKey{}, false, fmt.Errorf("trust add %s key %s: %w", role, fp, err)
+		return TrustedKey{}, false, trustAdvice(fmt.Errorf("trust add %s key %s: %w", role, fp, err))
 	}
 	rec := trustRecord{Role: role, UserID: pub.UserID(), Added: now.UTC(), Armored: pub.Armored()}
 	err = r.Update(func(tx *Tx) error {
@@ -151,6 +152,28 @@ func (r *Repo) TrustList() ([]TrustedKey, error) {
 		return out[i].Fingerprint.String() < out[j].Fingerprint.String()
 	})
 	return out, err
+}
+
+// trustAdvice completes err with what to do in this repository's trust
+// store when err is a refusal of package keys whose remedy depends on who
+// verifies: a signer that is not trusted, a key that has been revoked or has
+// expired. keys states only the fact, with the signer and role; the advice
+// is appended to the whole message, whose last part is keys' own. Any other
+// error is returned as it is.
+func trustAdvice(err error) error {
+	var ve *keys.VerifyError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	switch ve.Kind {
+	case keys.ErrUnknownSigner:
+		return fmt.Errorf("%w: if that key is the %s's, add it with 'airlock trust add --role %s FILE'", err, ve.Role, ve.Role)
+	case keys.ErrKeyRevoked:
+		return fmt.Errorf("%w: remove it from the trust store ('airlock trust remove %s') and trust its owner's new key", err, ve.Signer)
+	case keys.ErrKeyExpired:
+		return fmt.Errorf("%w: ask its owner to extend the expiry (or for a new key) and trust the updated key", err)
+	}
+	return err
 }
 
 // TrustStore returns the trusted vendor and courier keys as a trust store,

@@ -44,3 +44,17 @@ var (
 // ErrSchema reports a database written by another version of airlock-server
 // (operational: upgrade the program, or restore the right database).
 var ErrSchema = errors.New("unsupported database schema")
+
+// keyError is a refusal of package keys (a *keys.VerifyError: a site key
+// revoked or expired) told in the server's words, with the vendor's remedy.
+// Error is that message; Unwrap returns the keys error, so that errors.Is
+// still matches its sentinel and class, and errors.As finds its fields.
+type keyError struct {
+	msg string
+	err error
+}
+
+func (e *keyError) Error() string { return e.msg }
+
+// Unwrap returns the keys error.
+func (e *keyError) Unwrap() error { return e.err }

@@ -229,7 +229,17 @@ func exchangeError(err error, armored []byte, now time.Time) *apiError {
 		return refuse(http.StatusRequestEntityTooLarge, ReasonTooLarge, "download key refused: %s; send the file 'airlock key new' wrote, unchanged", keyProblem(err))
 	case is(ErrSiteMismatch):
 		return refuse(http.StatusForbidden, ReasonBadSignature, "%v", err)
-	case is(keys.ErrBadSignature, keys.ErrKeyExpired, keys.ErrKeyRevoked, keys.ErrSignatureExpired,
+	case is(keys.ErrKeyExpired, keys.ErrKeyRevoked):
+		var ve *keys.VerifyError
+		if errors.As(err, &ve) && ve.Role != keys.RoleSite {
+			// Not the download key's signer but the vendor's own key,
+			// which could not sign the entitlement: the server's state.
+			return internal(err)
+		}
+		// keys states the fact; a new download key would be signed by the
+		// same site key, so the remedy is the site key's registration.
+		return refuse(http.StatusForbidden, ReasonBadSignature, "download key refused: %s; that is the site key registered at this vendor: the site needs a new site key, registered by the vendor ('airlock-server site add'), before its download keys are accepted again", keyProblem(err))
+	case is(keys.ErrBadSignature, keys.ErrSignatureExpired,
 		keys.ErrWeakAlgorithm, keys.ErrWeakHash, keys.ErrWeakRSA):
 		return refuse(http.StatusForbidden, ReasonBadSignature, "download key refused: %s; make a new download key on the site's repository ('airlock key new') and send it unchanged", keyProblem(err))
 	case is(fault.ErrVerification, fault.ErrPolicy, fault.ErrUsage):
@@ -238,10 +248,15 @@ func exchangeError(err error, armored []byte, now time.Time) *apiError {
 	return internal(err)
 }
 
-// keyProblem is the text of an error about the download key, without the
-// "download key: " that verify puts before it.
+// keyProblem is the text of an error about the download key: when keys
+// refused it, keys' own statement of the fact (without the "download key: "
+// that verify puts before it: the refusal says so), else the error's.
 func keyProblem(err error) string {
-	return strings.TrimPrefix(err.Error(), "download key: ")
+	var ve *keys.VerifyError
+	if errors.As(err, &ve) {
+		return ve.Error()
+	}
+	return err.Error()
 }
 
 // clockMessage explains a download key refused for its time: expired, or

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -520,22 +519,23 @@ func (s *Server) AddSite(_ context.Context, name string, armoredKey []byte) (Sit
 	}
 	pub, err := keys.ReadPublic(bytes.NewReader(armoredKey))
 	if err != nil {
-		if strings.Contains(err.Error(), ": give ") {
-			return Site{}, err // keys says which file to give
+		var ve *keys.VerifyError
+		if errors.As(err, &ve) && ve.WrongKind {
+			return Site{}, err // keys says which kind of file to give
 		}
 		return Site{}, fmt.Errorf("%w; give the site's public key, REPO/site.pub.asc that 'airlock init' wrote", err)
 	}
 	if err := pub.Validate(s.now()); err != nil {
-		// keys' advice is about the restricted side's trust store.
+		// keys states the fact; the remedy is the site's.
 		var ve *keys.VerifyError
 		if !errors.As(err, &ve) {
 			return Site{}, err
 		}
 		state := "is revoked"
-		if errors.Is(err, keys.ErrKeyExpired) {
-			state = "expired at " + pub.Expires().UTC().Format(time.RFC3339)
+		if ve.Kind == keys.ErrKeyExpired {
+			state = "expired at " + ve.Expired.UTC().Format(time.RFC3339)
 		}
-		return Site{}, fmt.Errorf("%w: key %s %s; ask the site for its current public key (REPO/site.pub.asc)", ve.Kind, pub.Fingerprint(), state)
+		return Site{}, &keyError{err: err, msg: fmt.Sprintf("%v: key %s %s; ask the site for its current public key (REPO/site.pub.asc)", ve.Kind, ve.Signer, state)}
 	}
 	fp := pub.Fingerprint()
 	rec := siteRecord{Name: name, Fingerprint: fp, Key: string(pub.Armored()), Added: s.now().UTC()}
