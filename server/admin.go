@@ -24,6 +24,7 @@ import (
 type Admin interface {
 	Publish(ctx context.Context, req PublishRequest, rep progress.Reporter) (PublishResult, error)
 	AddSite(ctx context.Context, name string, armoredKey []byte) (Site, error)
+	ReplaceSiteKey(ctx context.Context, name string, armoredKey []byte) (Site, error)
 	Reissue(ctx context.Context, site, ref string) (Delivery, error)
 	Catalog(ctx context.Context) ([]catalog.Package, error)
 	Sites(ctx context.Context) ([]Site, error)
@@ -69,8 +70,9 @@ type sitesResponse struct {
 }
 
 type siteRequest struct {
-	Name string `json:"name"`
-	Key  string `json:"key"`
+	Replace bool   `json:"replace,omitempty"`
+	Name    string `json:"name"`
+	Key     string `json:"key"`
 }
 
 type reissueRequest struct {
@@ -138,7 +140,7 @@ func (s *Server) adminHandler() http.Handler {
 			adminReply(w, nil, err)
 			return
 		}
-		site, err := s.AddSite(r.Context(), req.Name, []byte(req.Key))
+		site, err := s.addSite(r.Context(), req.Name, []byte(req.Key), req.Replace)
 		adminReply(w, site, err)
 	})
 	mux.HandleFunc("POST "+adminReissue, func(w http.ResponseWriter, r *http.Request) {
@@ -276,6 +278,13 @@ func (c *adminClient) Publish(ctx context.Context, req PublishRequest, _ progres
 func (c *adminClient) AddSite(ctx context.Context, name string, armoredKey []byte) (Site, error) {
 	var site Site
 	err := c.call(ctx, http.MethodPost, adminSites, siteRequest{Name: name, Key: string(armoredKey)}, &site)
+	return site, err
+}
+
+// ReplaceSiteKey asks the running server to replace a site's key.
+func (c *adminClient) ReplaceSiteKey(ctx context.Context, name string, armoredKey []byte) (Site, error) {
+	var site Site
+	err := c.call(ctx, http.MethodPost, adminSites, siteRequest{Name: name, Key: string(armoredKey), Replace: true}, &site)
 	return site, err
 }
 

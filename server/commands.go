@@ -124,6 +124,9 @@ type SiteAddOptions struct {
 	Name    string
 	KeyFile string
 	JSON    bool
+	// Replace replaces the site's registered key even though it is
+	// valid (Server.ReplaceSiteKey).
+	Replace bool
 }
 
 // RunSiteAdd registers a site's public key.
@@ -140,14 +143,30 @@ func RunSiteAdd(ctx context.Context, opts SiteAddOptions, stdout, _ io.Writer) e
 		return err
 	}
 	defer a.Close()
-	site, err := a.AddSite(ctx, opts.Name, b)
+	add := a.AddSite
+	if opts.Replace {
+		add = a.ReplaceSiteKey
+	}
+	site, err := add(ctx, opts.Name, b)
 	if err != nil {
 		return fmt.Errorf("site add %s: --key %s: %w", opts.Name, opts.KeyFile, err)
 	}
 	if opts.JSON {
 		return writeJSON(stdout, site)
 	}
-	fmt.Fprintf(stdout, "site %s registered with key %s %q\n", site.Name, site.Fingerprint, sanitize(site.UserID))
+	switch site.Change {
+	case "unchanged":
+		fmt.Fprintf(stdout, "site %s registered with key %s %q (unchanged)\n", site.Name, site.Fingerprint, sanitize(site.UserID))
+	case "updated":
+		fmt.Fprintf(stdout, "site %s: key %s %q updated (a new copy of the registered key)\n", site.Name, site.Fingerprint, sanitize(site.UserID))
+	case "revoked":
+		fmt.Fprintf(stdout, "site %s: key %s %q recorded as revoked: its download keys are refused from now on; register the site's new key with 'airlock-server site add --name %s --key NEW.pub.asc'\n",
+			site.Name, site.Fingerprint, sanitize(site.UserID), site.Name)
+	case "replaced":
+		fmt.Fprintf(stdout, "site %s: key replaced by %s %q; download keys signed by the old key are refused, and packages already delivered to the site stay delivered\n", site.Name, site.Fingerprint, sanitize(site.UserID))
+	default:
+		fmt.Fprintf(stdout, "site %s registered with key %s %q\n", site.Name, site.Fingerprint, sanitize(site.UserID))
+	}
 	return nil
 }
 

@@ -126,6 +126,12 @@ type Site struct {
 	// Delivered counts the packages the site has acknowledged and that
 	// were not reissued since (Sites fills it in).
 	Delivered int `json:"delivered"`
+	// Change is what AddSite did: "registered" (a new site), "unchanged"
+	// (the same key again), "updated" (a new copy of the registered key,
+	// e.g. a renewed expiry), "revoked" (the registered key's revoked
+	// copy: its download keys are refused from now on) or "replaced" (a
+	// new key for a site whose registered key is revoked or expired).
+	Change string `json:"change,omitempty"`
 }
 
 // Delivery is one entry of the download ledger: a package that a site has
@@ -509,11 +515,28 @@ func readCatalog(tx *bolt.Tx) ([]catalog.Package, error) {
 
 // AddSite registers site name with its armored public key, trusted for the
 // site role from then on (a running server uses it at once). Registering
-// the same site with the same key again is a no-op. A site already
-// registered with another key, or a key registered for another site, is
+// the same site with the same key again is a no-op; a new copy of the
+// registered key (renewed expiry) updates it; its revoked copy records
+// the revocation, so that the site's download keys are refused. A new key
+// replaces a registered key that is revoked or expired. A site registered
+// with another, valid key, or a key registered for another site, is
 // refused with ErrSiteConflict; an expired or revoked key, or one that is
-// not a valid public key, with a verification error.
-func (s *Server) AddSite(_ context.Context, name string, armoredKey []byte) (Site, error) {
+// not a valid public key, with a verification error. Site.Change says
+// what was done.
+func (s *Server) AddSite(ctx context.Context, name string, armoredKey []byte) (Site, error) {
+	return s.addSite(ctx, name, armoredKey, false)
+}
+
+// ReplaceSiteKey registers a new key for the registered site name even
+// though its key is still valid: the vendor's remedy when a site reports,
+// by a trusted channel, that its key was lost or compromised. The site
+// keeps its name and its ledger (what was delivered stays delivered);
+// download keys signed by the old key are refused from then on.
+func (s *Server) ReplaceSiteKey(ctx context.Context, name string, armoredKey []byte) (Site, error) {
+	return s.addSite(ctx, name, armoredKey, true)
+}
+
+func (s *Server) addSite(_ context.Context, name string, armoredKey []byte, replace bool) (Site, error) {
 	if err := catalog.ValidName(name); err != nil {
 		return Site{}, fmt.Errorf("%w: --name: site %v", ErrBadRequest, err)
 	}
@@ -525,39 +548,70 @@ func (s *Server) AddSite(_ context.Context, name string, armoredKey []byte) (Sit
 		}
 		return Site{}, fmt.Errorf("%w; give the site's public key, REPO/site.pub.asc that 'airlock init' wrote", err)
 	}
-	if err := pub.Validate(s.now()); err != nil {
-		// keys states the fact; the remedy is the site's.
+	now := s.now()
+	invalid := pub.Validate(now)
+	// dead refuses a key that is expired or revoked now; keys states the
+	// fact, the remedy is the site's.
+	dead := func(err error) error {
 		var ve *keys.VerifyError
 		if !errors.As(err, &ve) {
-			return Site{}, err
+			return err
 		}
 		state := "is revoked"
 		if ve.Kind == keys.ErrKeyExpired {
 			state = "expired at " + ve.Expired.UTC().Format(time.RFC3339)
 		}
-		return Site{}, &keyError{err: err, msg: fmt.Sprintf("%v: key %s %s; ask the site for its current public key (REPO/site.pub.asc)", ve.Kind, ve.Signer, state)}
+		return &keyError{err: err, msg: fmt.Sprintf("%v: key %s %s; ask the site for its current public key (REPO/site.pub.asc)", ve.Kind, ve.Signer, state)}
 	}
 	fp := pub.Fingerprint()
-	rec := siteRecord{Name: name, Fingerprint: fp, Key: string(pub.Armored()), Added: s.now().UTC()}
+	rec := siteRecord{Name: name, Fingerprint: fp, Key: string(pub.Armored()), Added: now.UTC()}
+	change := "registered"
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSites)
+		if replace && b.Get([]byte(name)) == nil {
+			return fmt.Errorf("%w: %q is not registered, so there is no key to replace: register it without --replace", ErrUnknownSite, name)
+		}
 		if v := b.Get([]byte(name)); v != nil {
 			var old siteRecord
 			if err := decode(v, &old); err != nil {
 				return err
 			}
-			if old.Fingerprint == fp {
-				rec = old
-				return nil
+			oldPub, err := keys.ReadPublic(bytes.NewReader([]byte(old.Key)))
+			if err != nil {
+				return fmt.Errorf("site %s: stored key: %w", name, err)
 			}
-			return fmt.Errorf("%w: site %s is already registered with key %s; a site's key is not replaced: register the new key under a new site name", ErrSiteConflict, name, old.Fingerprint)
+			switch {
+			case old.Fingerprint == fp && oldPub.Revoked() && !pub.Revoked():
+				return fmt.Errorf("%w: site %s's key %s is recorded as revoked; an unrevoked copy does not undo that: register the site's new key", ErrSiteConflict, name, fp)
+			case old.Fingerprint == fp && errors.Is(invalid, keys.ErrKeyRevoked):
+				// The site's key was revoked (compromised, retired):
+				// record it so that its download keys are refused.
+				rec.Added, change = old.Added, "revoked"
+			case old.Fingerprint == fp && invalid != nil:
+				return dead(invalid)
+			case old.Fingerprint == fp && old.Key == rec.Key:
+				rec, change = old, "unchanged"
+				return nil
+			case old.Fingerprint == fp:
+				rec.Added, change = old.Added, "updated" // e.g. a renewed expiry
+			case (replace || oldPub.Validate(now) != nil) && invalid == nil:
+				// A new key replaces a dead one; the site keeps its name,
+				// and with it its ledger: delivered stays delivered.
+				change = "replaced"
+			case invalid != nil:
+				return dead(invalid)
+			default:
+				return fmt.Errorf("%w: site %s is already registered with key %s; if the site's key was lost or compromised, and the site told you so by a trusted channel, replace it with --replace", ErrSiteConflict, name, old.Fingerprint)
+			}
+		} else if invalid != nil {
+			return dead(invalid)
 		}
 		err := b.ForEach(func(_, v []byte) error {
 			var other siteRecord
 			if err := decode(v, &other); err != nil {
 				return err
 			}
-			if other.Fingerprint == fp {
+			if other.Fingerprint == fp && other.Name != name {
 				return fmt.Errorf("%w: key %s is already registered for site %s; each site needs its own key", ErrSiteConflict, fp, other.Name)
 			}
 			return nil
@@ -577,8 +631,10 @@ func (s *Server) AddSite(_ context.Context, name string, armoredKey []byte) (Sit
 	if err := s.reloadSites(); err != nil {
 		return Site{}, err
 	}
-	s.log.Info("site registered", "site", name, "key", fp.String())
-	return Site{Name: name, Fingerprint: fp, UserID: pub.UserID(), Added: rec.Added}, nil
+	if change != "unchanged" {
+		s.log.Info("site key "+change, "site", name, "key", fp.String())
+	}
+	return Site{Name: name, Fingerprint: fp, UserID: pub.UserID(), Added: rec.Added, Change: change}, nil
 }
 
 // Sites returns the registered sites, by name.

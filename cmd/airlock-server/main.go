@@ -74,6 +74,7 @@ func newApp() *cli.App {
 						dirFlag,
 						&cli.StringFlag{Name: "name", Usage: "the site name, as in its download keys"},
 						&cli.StringFlag{Name: "key", Usage: "the site's armored public key file"},
+						&cli.BoolFlag{Name: "replace", Usage: "replace the site's registered key, still valid, because the site reported it lost or compromised (by a trusted channel); its ledger is kept"},
 						cliapp.JSONFlag,
 					},
 					Action: func(c *cli.Context) error {
@@ -84,7 +85,7 @@ func newApp() *cli.App {
 							return err
 						}
 						return server.RunSiteAdd(c.Context, server.SiteAddOptions{
-							Config: config(c), Name: c.String("name"), KeyFile: c.String("key"), JSON: c.Bool("json"),
+							Config: config(c), Name: c.String("name"), KeyFile: c.String("key"), JSON: c.Bool("json"), Replace: c.Bool("replace"),
 						}, c.App.Writer, c.App.ErrWriter)
 					},
 				}, {
