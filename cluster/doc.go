@@ -46,6 +46,20 @@
 // even one killed between acting and recording, never repeats a step or
 // installs a package twice.
 //
+// Each finished step prints one line, "[n/N] text: state (note) in D",
+// and emits a step event. A step still running prints a heartbeat line
+// every InstallOptions.Heartbeat (30s by default), "[n/N] text: status",
+// and emits a running event with the same status (Event.Note), so that a
+// slow step can be told from a stuck one. The status is what the step
+// last learned: a wait for connections gives the count open at the last
+// poll and how long it has waited of the drain timeout ("2 open, waiting
+// 1m30s of at most 30m"); an install, its job's id and state as last
+// polled, and for how long by the node's times ("job
+// 3f9a0c5e71d2b84e6a1c0f27 running for 2m"); a settle delay, the time
+// left ("3h12m left, until 2025-06-02T03:00:00Z"); any other step,
+// "running for D". A step's heartbeat ends before its final line is
+// printed. Distribute steps have none: Progress reports their uploads.
+//
 // # Waves
 //
 // The steps of a wave of the plan (plan.Step.Wave: nodes out of service
@@ -77,8 +91,9 @@
 // context canceled) ends the steps in flight as it ends a single step (an
 // install job stays submitted, followed on the rerun); what finished is
 // recorded. Lines and events are written whole, those of different nodes
-// interleaved, each node's in the order of its steps; Hook is never
-// called concurrently.
+// interleaved, each node's in the order of its steps; each running step
+// has its own heartbeat, so a tick prints one line per step in flight.
+// Hook is never called concurrently.
 //
 // The rollout record keeps each step's wave, so a resumed rollout runs
 // its remaining waves as a fresh one would; the gate before a wave lets
@@ -107,5 +122,6 @@
 // Distribute and Install take an open repository (read-write, so that
 // nothing else writes it while they run) and are not meant to run
 // concurrently on one repository; a Client is safe for concurrent use.
-// Install's own goroutines (the nodes of a wave) end before it returns.
+// Install's own goroutines (the nodes of a wave, the heartbeat of each
+// running step) end before it returns.
 package cluster

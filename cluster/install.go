@@ -26,6 +26,7 @@ import (
 const (
 	DefaultJobTimeout   = time.Hour
 	DefaultPollInterval = 500 * time.Millisecond
+	DefaultHeartbeat    = 30 * time.Second
 	// firstPoll is the first wait for a job; later waits double up to
 	// PollInterval.
 	firstPoll = 20 * time.Millisecond
@@ -69,6 +70,13 @@ type InstallOptions struct {
 	// PollInterval is how often a job or the connections are polled;
 	// zero means DefaultPollInterval.
 	PollInterval time.Duration
+	// Heartbeat is how often a step still running says so: every
+	// Heartbeat after it started until it ends, one line on Out and one
+	// running Event, carrying what the step knows now (the connections
+	// open, the install job's state, the settle time left). Zero means
+	// DefaultHeartbeat; a negative Heartbeat disables it. Distribute
+	// steps have none: Progress reports their uploads.
+	Heartbeat time.Duration
 	// DryRun prints the steps and changes nothing.
 	DryRun bool
 	// Abandon closes an unfinished rollout first, so that a fresh plan is
@@ -81,12 +89,14 @@ type InstallOptions struct {
 	// fails the step. It is never called concurrently, but during a wave
 	// the points of different nodes' steps interleave. Only tests set it.
 	Hook func(point string) error
-	// Out receives one line per step; nil discards them. Each line is
-	// written whole with one Write; during a wave the lines of different
-	// nodes interleave.
+	// Out receives one line per finished step, and the heartbeat lines of
+	// the steps still running; nil discards them. Each line is written
+	// whole with one Write; during a wave the lines of different nodes
+	// interleave. No heartbeat line of a step follows its final line.
 	Out io.Writer
 	// Events, if set, receives one JSON Event per line: the start of the
-	// rollout, each step done, a step failed, the finish (for scripts).
+	// rollout, each step done, the heartbeats of a step still running, a
+	// step failed, the finish (for scripts).
 	// Each line is written whole with one Write; during a wave the events
 	// of different nodes interleave, each node's in the order of its
 	// steps.
@@ -97,8 +107,8 @@ type InstallOptions struct {
 	Distribute DistributeOptions
 	// Client tunes the node clients.
 	Client ClientOptions
-	// Now is the clock; nil means time.Now. The nodes of a wave call it
-	// concurrently.
+	// Now is the clock; nil means time.Now. The nodes of a wave and the
+	// heartbeats of running steps call it concurrently.
 	Now func() time.Time
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
@@ -113,6 +123,9 @@ func (o *InstallOptions) defaults() {
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = DefaultPollInterval
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = DefaultHeartbeat
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
@@ -547,11 +560,13 @@ func (e *executor) step(ctx, wctx context.Context, s repo.RolloutStep, sc gateSc
 		return &stop{s: s, err: err}
 	}
 	start := e.o.Now()
+	lv, stopBeats := e.heartbeat(s, start)
+	defer stopBeats()
 	runCtx := ctx
 	if k := plan.StepKind(s.Kind); k == plan.StepWaitConnections || k == plan.StepSettle {
 		runCtx = wctx
 	}
-	res, err := e.run(runCtx, &s)
+	res, err := e.run(runCtx, &s, lv)
 	if err != nil {
 		return &stop{s: s, err: err}
 	}
@@ -566,8 +581,91 @@ func (e *executor) step(ctx, wctx context.Context, s repo.RolloutStep, sc gateSc
 	}
 	e.followRoles(s)
 	e.touch(s)
+	stopBeats()
 	e.report(s, res, e.o.Now().Sub(start))
 	return nil
+}
+
+// liveStatus is what a running step knows now, for its heartbeat: the
+// step's code sets it as it learns (a poll's answer), the heartbeat reads
+// it. Until it is set, the step is "running for D". It is safe for
+// concurrent use.
+type liveStatus struct {
+	mu       sync.Mutex
+	describe func(now time.Time) string
+}
+
+// set makes describe the step's live status: given the time of a
+// heartbeat, it returns the note to print. describe runs in the
+// heartbeat's goroutine: it must read only values it holds as copies.
+func (l *liveStatus) set(describe func(now time.Time) string) {
+	l.mu.Lock()
+	l.describe = describe
+	l.mu.Unlock()
+}
+
+// note is the live status at now of a step started at start.
+func (l *liveStatus) note(now, start time.Time) string {
+	l.mu.Lock()
+	describe := l.describe
+	l.mu.Unlock()
+	if describe == nil {
+		return "running for " + short(now.Sub(start))
+	}
+	return describe(now)
+}
+
+// short writes d for a heartbeat as the plans write durations (30m,
+// 1h30m, 1m30s, not 30m0s), rounded to the second (to the millisecond
+// below a second: a test's heartbeat); a negative d is 0s.
+func short(d time.Duration) string {
+	if d >= time.Second {
+		d = d.Round(time.Second)
+	} else {
+		d = max(d.Round(time.Millisecond), 0)
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// heartbeat starts the heartbeat of step s, started at start: every
+// o.Heartbeat until stop is called, it prints the line of the step's live
+// status and emits its running event. stop returns once the heartbeat has
+// ended, so that no line of s follows the step's final one; it may be
+// called more than once. With a negative o.Heartbeat, nothing is started.
+func (e *executor) heartbeat(s repo.RolloutStep, start time.Time) (lv *liveStatus, stop func()) {
+	lv = &liveStatus{}
+	if e.o.Heartbeat < 0 {
+		return lv, func() {}
+	}
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(e.o.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				now := e.o.Now()
+				note := lv.note(now, start)
+				fmt.Fprintln(e.out, e.prefix(s)+note)
+				emit(e.o, Event{Event: "running", Rollout: e.id, Steps: e.total, N: s.N, ID: s.ID, Kind: s.Kind, Node: s.Node,
+					Text: s.Text, Note: note, Seconds: now.Sub(start).Seconds()})
+			}
+		}
+	}()
+	return lv, sync.OnceFunc(func() {
+		close(quit)
+		<-done
+	})
 }
 
 // wave runs the unfinished steps of a wave of the plan, one goroutine per
@@ -826,8 +924,7 @@ func (e *executor) emitFailed(se *StepError) {
 // report prints the line of a finished (or, in a wave, failed) step and,
 // for a finished one, emits its event.
 func (e *executor) report(s repo.RolloutStep, res result, took time.Duration) {
-	width := len(fmt.Sprint(e.total))
-	line := fmt.Sprintf("[%*d/%d] %s: %s", width, s.N, e.total, s.Text, res.state)
+	line := e.prefix(s) + string(res.state)
 	if res.note != "" {
 		line += " (" + res.note + ")"
 	}
@@ -842,10 +939,18 @@ func (e *executor) report(s repo.RolloutStep, res result, took time.Duration) {
 		Text: s.Text, State: string(res.state), Note: res.note, Seconds: took.Seconds()})
 }
 
+// prefix begins the lines of step s: "[ 3/12] drain n3: ".
+func (e *executor) prefix(s repo.RolloutStep) string {
+	width := len(fmt.Sprint(e.total))
+	return fmt.Sprintf("[%*d/%d] %s: ", width, s.N, e.total, s.Text)
+}
+
 // Event is one line of 'airlock install --json': what happened to the
 // rollout, in order. Fields that do not apply to an event are omitted.
 type Event struct {
-	// Event is start, resume, step, failed or finish.
+	// Event is start, resume, step (a step finished), running (a step
+	// still running, every InstallOptions.Heartbeat: Note is its live
+	// status, Seconds how long it has run), failed or finish.
 	Event    string  `json:"event"`
 	Rollout  uint64  `json:"rollout"`
 	Strategy string  `json:"strategy,omitempty"`
@@ -976,8 +1081,8 @@ func drainWord(d bool) string {
 	return "undrained"
 }
 
-// run carries out step s on its node.
-func (e *executor) run(ctx context.Context, s *repo.RolloutStep) (result, error) {
+// run carries out step s on its node; the long steps keep lv up to date.
+func (e *executor) run(ctx context.Context, s *repo.RolloutStep, lv *liveStatus) (result, error) {
 	c := e.cs[s.Node]
 	if c == nil && s.Node != "" {
 		return result{}, fmt.Errorf("no client for node %s", s.Node)
@@ -988,11 +1093,11 @@ func (e *executor) run(ctx context.Context, s *repo.RolloutStep) (result, error)
 	case plan.StepUndrain:
 		return e.setDrained(ctx, c, false)
 	case plan.StepWaitConnections:
-		return e.waitConnections(ctx, c, s)
+		return e.waitConnections(ctx, c, s, lv)
 	case plan.StepSettle:
-		return e.settle(ctx, s)
+		return e.settle(ctx, s, lv)
 	case plan.StepInstall:
-		return e.install(ctx, c, s)
+		return e.install(ctx, c, s, lv)
 	case plan.StepVerify:
 		return e.verify(ctx, c, s)
 	case plan.StepPromote:
@@ -1037,9 +1142,10 @@ func (e *executor) setDrained(ctx context.Context, c *Client, drained bool) (res
 	return result{state: repo.StepDone, seen: &ob}, nil
 }
 
-func (e *executor) waitConnections(ctx context.Context, c *Client, s *repo.RolloutStep) (result, error) {
+func (e *executor) waitConnections(ctx context.Context, c *Client, s *repo.RolloutStep, lv *liveStatus) (result, error) {
 	limit := cmp.Or(e.drainTimeout, s.Timeout, e.o.DrainTimeout)
-	deadline := e.o.Now().Add(limit)
+	begun := e.o.Now()
+	deadline := begun.Add(limit)
 	for {
 		ob, err := e.status(ctx, c)
 		if err != nil {
@@ -1048,6 +1154,14 @@ func (e *executor) waitConnections(ctx context.Context, c *Client, s *repo.Rollo
 		if ob.Status.Connections == 0 {
 			return result{state: repo.StepDone, seen: &ob}, nil
 		}
+		open, why := ob.Status.Connections, ob.Status.ConnectionsError
+		lv.set(func(now time.Time) string {
+			waited := short(now.Sub(begun))
+			if open < 0 {
+				return fmt.Sprintf("the node cannot count its connections (%s), waiting %s of at most %s", why, waited, short(limit))
+			}
+			return fmt.Sprintf("%d open, waiting %s of at most %s", open, waited, short(limit))
+		})
 		if !e.o.Now().Before(deadline) {
 			if ob.Status.Connections < 0 {
 				note := fmt.Sprintf("the node could not count its connections for %s (%s); going on", limit, ob.Status.ConnectionsError)
@@ -1064,7 +1178,7 @@ func (e *executor) waitConnections(ctx context.Context, c *Client, s *repo.Rollo
 	}
 }
 
-func (e *executor) settle(ctx context.Context, s *repo.RolloutStep) (result, error) {
+func (e *executor) settle(ctx context.Context, s *repo.RolloutStep, lv *liveStatus) (result, error) {
 	if e.o.SkipSettle || e.skipSettle {
 		return result{state: repo.StepSkipped, note: "--skip-settle"}, nil
 	}
@@ -1086,13 +1200,16 @@ func (e *executor) settle(ctx context.Context, s *repo.RolloutStep) (result, err
 	}
 	fmt.Fprintf(e.out, "waiting until %s (%s) for %s; interrupting is safe, rerun airlock install to go on, or pass --skip-settle\n",
 		until.UTC().Format(time.RFC3339), wait.Round(time.Second), s.Text)
+	lv.set(func(now time.Time) string {
+		return fmt.Sprintf("%s left, until %s", short(until.Sub(now)), until.UTC().Format(time.RFC3339))
+	})
 	if err := sleep(ctx, wait); err != nil {
 		return result{}, err
 	}
 	return result{state: repo.StepDone}, nil
 }
 
-func (e *executor) install(ctx context.Context, c *Client, s *repo.RolloutStep) (result, error) {
+func (e *executor) install(ctx context.Context, c *Client, s *repo.RolloutStep, lv *liveStatus) (result, error) {
 	p := s.Package
 	if p == nil {
 		return result{}, fmt.Errorf("install step %s has no package: the rollout record is damaged: abandon it (airlock install --abandon) and plan again", s.ID)
@@ -1142,6 +1259,7 @@ func (e *executor) install(ctx context.Context, c *Client, s *repo.RolloutStep) 
 	// Most installs take a moment: poll soon, then less and less often.
 	wait := min(firstPoll, e.o.PollInterval)
 	for j.State == node.JobQueued || j.State == node.JobRunning {
+		lv.set(jobStatus(j, ob.Offset))
 		if !e.o.Now().Before(deadline) {
 			return result{}, fmt.Errorf("install job %s of %s on node %s is still %s after %s: check the node, then rerun airlock install (it follows the same job)",
 				j.ID, p.ID(), c.Node(), j.State, e.o.JobTimeout)
@@ -1165,6 +1283,23 @@ func (e *executor) install(ctx context.Context, c *Client, s *repo.RolloutStep) 
 		return result{}, fmt.Errorf("%w: install job %s succeeded but node %s reports %s %s, not %s", ErrHealth, j.ID, c.Node(), p.Name, v, p.Version)
 	}
 	return result{state: repo.StepDone, note: "job " + j.ID, seen: &ob}, nil
+}
+
+// jobStatus describes install job j, as last polled, for the heartbeat:
+// its state and for how long it has been in it, by the node's times
+// brought to this host's clock (offset: the node's clock less this
+// host's).
+func jobStatus(j node.Job, offset time.Duration) func(now time.Time) string {
+	id, state, since := j.ID, j.State, j.Created
+	if state == node.JobRunning && !j.Started.IsZero() {
+		since = j.Started
+	}
+	return func(now time.Time) string {
+		if since.IsZero() {
+			return fmt.Sprintf("job %s %s", id, state)
+		}
+		return fmt.Sprintf("job %s %s for %s", id, state, short(now.Sub(since.Add(-offset))))
+	}
 }
 
 func (e *executor) verify(ctx context.Context, c *Client, s *repo.RolloutStep) (result, error) {

@@ -1112,3 +1112,212 @@ func TestInstallDrainTimeoutOnResume(t *testing.T) {
 	checkNewest(t, agents)
 	succeededOnce(t, agents)
 }
+
+// stepLinePrefix begins every line of a step: "[ 3/12] ".
+var stepLinePrefix = regexp.MustCompile(`^\[ *(\d+)/\d+\] `)
+
+// checkHeartbeats checks the lines (out) and events (evs) of a rollout
+// run with heartbeats, whose steps are steps: every line is whole (a
+// step's final line, a heartbeat of a step, or one of the rollout's own);
+// each step has at most one final line and step event, and no heartbeat
+// line or running event after them; each heartbeat line has its running
+// event, with the same note, the same step. It returns the heartbeat
+// notes of each step, by step number, in order.
+func checkHeartbeats(t *testing.T, steps []repo.RolloutStep, out string, evs []cluster.Event) map[int][]string {
+	t.Helper()
+	notes := map[int][]string{}
+	final := map[int]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		m := stepLinePrefix.FindStringSubmatch(line)
+		if m == nil {
+			if !strings.HasPrefix(line, "rollout ") && !strings.HasPrefix(line, "--drain-timeout ") && !strings.HasPrefix(line, "waiting until ") {
+				t.Errorf("output line %q is not whole", line)
+			}
+			continue
+		}
+		var n int
+		fmt.Sscan(m[1], &n)
+		if n < 1 || n > len(steps) {
+			t.Errorf("output line %q: no step %d", line, n)
+			continue
+		}
+		s := steps[n-1]
+		note, ok := strings.CutPrefix(line[len(m[0]):], s.Text+": ")
+		switch {
+		case !ok:
+			t.Errorf("output line %q is not whole (step %d is %q)", line, n, s.Text)
+		case stepLine.MatchString(line):
+			if final[n] {
+				t.Errorf("step %d has two final lines: %q", n, line)
+			}
+			final[n] = true
+		case final[n]:
+			t.Errorf("heartbeat line %q after the final line of step %d", line, n)
+		default:
+			notes[n] = append(notes[n], note)
+		}
+	}
+	running := map[int][]string{}
+	stepped := map[int]bool{}
+	for _, ev := range evs {
+		if ev.N == 0 {
+			continue
+		}
+		s := steps[ev.N-1]
+		switch ev.Event {
+		case "step":
+			if stepped[ev.N] {
+				t.Errorf("two step events for step %d", ev.N)
+			}
+			stepped[ev.N] = true
+		case "running":
+			if stepped[ev.N] {
+				t.Errorf("running event %+v after the step event of step %d", ev, ev.N)
+			}
+			if ev.ID != s.ID || ev.Node != s.Node || ev.Kind != s.Kind || ev.Text != s.Text || ev.Note == "" || ev.Seconds <= 0 {
+				t.Errorf("running event %+v, want step %d (%s on %s: %s), a note and seconds", ev, ev.N, s.Kind, s.Node, s.ID)
+			}
+			running[ev.N] = append(running[ev.N], ev.Note)
+		}
+	}
+	for n, want := range notes {
+		if !slices.Equal(running[n], want) {
+			t.Errorf("step %d: running events with notes %q, heartbeat lines %q", n, running[n], want)
+		}
+	}
+	for n := range running {
+		if notes[n] == nil {
+			t.Errorf("step %d: running events %q without heartbeat lines", n, running[n])
+		}
+	}
+	return notes
+}
+
+// jobBeat is the heartbeat note of an install step following its job.
+var jobBeat = regexp.MustCompile(`^job ([0-9a-f]+) (queued|running) for \d`)
+
+// baseJob returns the id of a's one install job of base 3.4.0.
+func baseJob(t *testing.T, a *clustertest.Agent) string {
+	t.Helper()
+	var ids []string
+	for _, j := range a.Node().Jobs() {
+		if j.Package.Name == "base" && j.Package.Version.String() == "3.4.0" {
+			ids = append(ids, j.ID)
+		}
+	}
+	if len(ids) != 1 {
+		t.Fatalf("node %s has %d install jobs of base 3.4.0, want one", a.Name, len(ids))
+	}
+	return ids[0]
+}
+
+// TestInstallWaveHeartbeat: every step of a wave still running has its
+// own heartbeat. The job polls of t1, t2 and t3 are held until each of
+// their installs has printed two heartbeats naming its job, so the
+// rollout goes on only if the three steps, in flight at once, each beat;
+// each line and event names the job the node runs, and no heartbeat
+// follows its step's final line or event.
+func TestInstallWaveHeartbeat(t *testing.T) {
+	rp, agents, _ := startFourTraffic(t)
+	polls := clustertest.NewGate(clustertest.IsJobPoll, time.Minute)
+	wave := []string{"t1", "t2", "t3"}
+	for _, n := range wave {
+		polls.Attach(agents[n])
+	}
+	beats := map[string]int{}
+	out := syncBuffer{onLine: func(line string) {
+		for _, n := range wave {
+			if strings.Contains(line, "] install base 3.4.0 on "+n) && strings.Contains(line, ": job ") {
+				beats[n]++
+			}
+		}
+		for _, n := range wave {
+			if beats[n] < 2 {
+				return
+			}
+		}
+		polls.Open()
+	}}
+	var events syncBuffer
+	r := rp.Open(t)
+	defer r.Close()
+	o := waveOptions(&out, &events)
+	o.Heartbeat = 2 * time.Millisecond
+	ro, err := cluster.Install(context.Background(), r, o)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	notes := checkHeartbeats(t, ro.Steps, out.String(), decodeEvents(t, events.Bytes()))
+	for _, s := range ro.Steps {
+		if s.Kind != "install" || s.Package.ID() != "base@3.4.0" || !slices.Contains(wave, s.Node) {
+			continue
+		}
+		job := baseJob(t, agents[s.Node])
+		n := 0
+		for _, note := range notes[s.N] {
+			m := jobBeat.FindStringSubmatch(note)
+			if m == nil {
+				continue
+			}
+			n++
+			if m[1] != job {
+				t.Errorf("step %d (%s): heartbeat %q, want job %s", s.N, s.Text, note, job)
+			}
+		}
+		if n < 2 {
+			t.Errorf("step %d (%s): heartbeats %q, want two naming the job", s.N, s.Text, notes[s.N])
+		}
+	}
+	servesNewest(t, agents)
+}
+
+// TestInstallSettleHeartbeat: a settle delay's heartbeat says how long is
+// left until when, the time the step's first line gave; an interruption
+// ends it with the step.
+func TestInstallSettleHeartbeat(t *testing.T) {
+	rp := clustertest.NewRepo(t, clustertest.Standard(4096)...)
+	clustertest.Cluster(t, rp, node.Options{})
+	r := rp.Open(t)
+	defer r.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := cluster.Distribute(ctx, r, cluster.DistributeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	settleBeat := regexp.MustCompile(`\] wait until [^\n]*: \d+h\S* left, until \S+$`)
+	beats := 0
+	out := syncBuffer{onLine: func(line string) {
+		if settleBeat.MatchString(strings.TrimSpace(line)) {
+			if beats++; beats == 2 {
+				cancel()
+			}
+		}
+	}}
+	var events syncBuffer
+	o := cluster.InstallOptions{Strategy: "single", Nodes: []string{"n3"}, PollInterval: 5 * time.Millisecond,
+		Heartbeat: 2 * time.Millisecond, Out: &out, Events: &events}
+	if _, err := cluster.Install(ctx, r, o); !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want the interruption\n%s", err, out.String())
+	}
+	ro, err := r.UnfinishedRollout()
+	if err != nil || ro == nil {
+		t.Fatalf("unfinished rollout %+v, %v", ro, err)
+	}
+	notes := checkHeartbeats(t, ro.Steps, out.String(), decodeEvents(t, events.Bytes()))
+	var settle *repo.RolloutStep
+	for i, s := range ro.Steps {
+		if s.Kind == "settle" {
+			settle = &ro.Steps[i]
+			break
+		}
+	}
+	if settle == nil || len(notes[settle.N]) < 2 {
+		t.Fatalf("settle step %+v: heartbeats %v\n%s", settle, notes, out.String())
+	}
+	until := regexp.MustCompile(`waiting until (\S+) `).FindStringSubmatch(out.String())
+	for _, note := range notes[settle.N] {
+		if until == nil || !strings.HasSuffix(note, " left, until "+until[1]) {
+			t.Errorf("settle heartbeat %q, want the time left until the time of %q", note, until)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -761,4 +762,103 @@ func stubbornCluster(t *testing.T) ([]*clustertest.Agent, *repo.Repo, *liveClien
 		t.Fatal(err)
 	}
 	return agents, r, stubborn
+}
+
+// TestInstallHeartbeat: a step held open says so at every heartbeat, in a
+// line and a running event, with what it knows live. The stubborn client
+// keeps the wait for n3's connections open until it has printed two
+// heartbeats counting that connection; then n3's job polls are held until
+// its first install has printed two heartbeats naming its job. Each line
+// and event names the right step, none follows its step's final line or
+// event, and the final lines are the usual ones.
+func TestInstallHeartbeat(t *testing.T) {
+	agents, r, stubborn := stubbornCluster(t)
+	n3 := agents[2]
+	polls := clustertest.NewGate(clustertest.IsJobPoll, time.Minute)
+	polls.Attach(n3)
+	waitBeat := regexp.MustCompile(`\] wait for n3's client connections to end [^\n]*: 1 open, waiting \S+ of at most 1m$`)
+	installBeat := regexp.MustCompile(`\] install base 3\.4\.0 on n3 \(reboots\): job [0-9a-f]+ (queued|running) for \S+$`)
+	waits, installs := 0, 0
+	out := syncBuffer{onLine: func(line string) {
+		line = strings.TrimSuffix(line, "\n")
+		if waitBeat.MatchString(line) {
+			if waits++; waits == 2 {
+				stubborn.close() // the client leaves: the wait ends
+			}
+		}
+		if installBeat.MatchString(line) {
+			if installs++; installs == 2 {
+				polls.Open()
+			}
+		}
+	}}
+	var events syncBuffer
+	o := cluster.InstallOptions{Strategy: "rolling", SkipSettle: true, PollInterval: 5 * time.Millisecond,
+		DrainTimeout: time.Minute, Heartbeat: 2 * time.Millisecond, Out: &out, Events: &events}
+	ro, err := cluster.Install(context.Background(), r, o)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	evs := decodeEvents(t, events.Bytes())
+	notes := checkHeartbeats(t, ro.Steps, out.String(), evs)
+	job := baseJob(t, n3)
+	var wait, install *repo.RolloutStep
+	for i, s := range ro.Steps {
+		switch {
+		case s.Node == "n3" && s.Kind == "wait-connections":
+			wait = &ro.Steps[i]
+		case s.Node == "n3" && s.Kind == "install" && s.Package.ID() == "base@3.4.0":
+			install = &ro.Steps[i]
+		}
+	}
+	if wait == nil || install == nil {
+		t.Fatalf("no wait for n3's connections or install of base on it in %+v", ro.Steps)
+	}
+	count := func(s *repo.RolloutStep, prefix string) int {
+		n := 0
+		for _, note := range notes[s.N] {
+			if strings.HasPrefix(note, prefix) {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count(wait, "1 open, waiting "); n < 2 {
+		t.Errorf("wait step %d: heartbeats %q, want two counting the open connection", wait.N, notes[wait.N])
+	}
+	if n := count(install, "job "+job+" "); n < 2 {
+		t.Errorf("install step %d: heartbeats %q, want two naming job %s", install.N, notes[install.N], job)
+	}
+	for _, note := range notes[install.N] {
+		if !strings.HasPrefix(note, "job "+job+" ") && !strings.HasPrefix(note, "running for ") {
+			t.Errorf("install step %d: heartbeat %q names no job or another than %s", install.N, note, job)
+		}
+	}
+	// The final lines and step events are those of a run without
+	// heartbeats: one per step.
+	finals := 0
+	for _, line := range strings.Split(out.String(), "\n") {
+		if stepLine.MatchString(line) {
+			finals++
+		}
+	}
+	steps := 0
+	for _, ev := range evs {
+		if ev.Event == "step" {
+			steps++
+		}
+	}
+	if finals != len(ro.Steps) || steps != len(ro.Steps) {
+		t.Errorf("%d final lines and %d step events for %d steps", finals, steps, len(ro.Steps))
+	}
+	for _, want := range []string{
+		fmt.Sprintf("] %s: done", wait.Text),
+		fmt.Sprintf("] %s: done (job %s)", install.Text, job),
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output does not say %q:\n%s", want, out.String())
+		}
+	}
+	checkNewest(t, agents)
+	succeededOnce(t, agents)
 }

@@ -159,7 +159,9 @@ func clusterCommands() []*cli.Command {
 			Description: "Plans the rollout (as airlock plan), asks for confirmation on a terminal unless --yes,\n" +
 				"then executes it step by step, recording each step in the repository. An interrupted or\n" +
 				"failed rollout resumes where it stopped when install is run again with the same options;\n" +
-				"--abandon drops it and plans afresh.",
+				"--abandon drops it and plans afresh. Each finished step prints one line; a step still\n" +
+				"running prints a line every " + cluster.DefaultHeartbeat.String() + " saying what it waits for (client connections, the\n" +
+				"install job, the settle delay).",
 			Flags: flags(repoFlags(), []cli.Flag{
 				strategyFlag(), nodeFlag(), maxUnavailableFlag(),
 				&cli.BoolFlag{Name: "skip-settle", Usage: "do not wait for the settle delays of packages"},
@@ -168,7 +170,7 @@ func clusterCommands() []*cli.Command {
 				&cli.BoolFlag{Name: "abandon", Usage: "abandon the unfinished rollout and plan afresh"},
 				&cli.DurationFlag{Name: "drain-timeout", Usage: "how long to wait for a drained node's connections to end (given when resuming, it replaces the saved one)", Value: plan.DefaultDrainTimeout},
 				&cli.DurationFlag{Name: "job-timeout", Usage: "how long one install may take on a node", Value: cluster.DefaultJobTimeout},
-				&cli.BoolFlag{Name: "json", Usage: "print one JSON event per line on stdout (start, step, failed, finish); the step lines go to stderr"},
+				&cli.BoolFlag{Name: "json", Usage: "print one JSON event per line on stdout (start or resume, step, running, failed, finish); the step lines go to stderr"},
 				cliapp.NoProgressFlag,
 			}),
 			Action: installAction,
