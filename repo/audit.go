@@ -24,6 +24,7 @@ const (
 	ActionKeyIssue     = "key.issue"
 	ActionKeyRevoke    = "key.revoke"
 	ActionBundleImport = "bundle.import"
+	ActionSiteRotate   = "site.rotate"
 )
 
 // auditDomain separates audit hashes from every other SHA-256 in airlock.

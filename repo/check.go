@@ -49,7 +49,10 @@ type CheckReport struct {
 // package's blob exists with the recorded size and hashes to its digest;
 // no blob, temporary file or other file in the blob store lacks a package;
 // every bundle's packages, every package's bundle and every fulfilled key's
-// bundle exist; the audit chain verifies. It returns the report and, if it
+// bundle exist; the audit chain verifies; site.pub.asc (and site.key, unless
+// it is passphrase-protected) hold the site key the database names, no
+// site key rotation was interrupted, and every replaced site key kept in
+// site-keys/ is the key its name says. It returns the report and, if it
 // found problems, a *CheckError (ErrCheck, verification class) naming each.
 func (r *Repo) Check(ctx context.Context, opts CheckOptions) (*CheckReport, error) {
 	rep := &CheckReport{Dir: r.dir, Problems: []Problem{}}
@@ -122,6 +125,9 @@ func (r *Repo) Check(ctx context.Context, opts CheckOptions) (*CheckReport, erro
 		return nil
 	})
 	if err != nil {
+		return nil, fmt.Errorf("check %s: %w", r.dir, err)
+	}
+	if err := r.checkSiteKeyFiles(add); err != nil {
 		return nil, fmt.Errorf("check %s: %w", r.dir, err)
 	}
 	if err := r.checkBlobs(ctx, pkgs, rep, opts, add); err != nil {

@@ -10,12 +10,17 @@
 //	REPO/site.key                the site's private OpenPGP key, mode 0600; passphrase-protected
 //	                             (AES-256, iterated SHA-256 S2K) if init had --passphrase-file
 //	REPO/site.pub.asc            its public half, to register at the vendor (airlock-server site add)
+//	REPO/site-keys/<FP>.pub.asc  the public half of each replaced site key (airlock key rotate), FP its
+//	                             fingerprint, so that the download keys it signed stay verifiable
+//	REPO/site-keys/rotating-<FP>/ the new key's site.key and site.pub.asc, only while a rotation to FP
+//	                             is under way or was interrupted (see Site key rotation)
 //
 // The repository exists once airlock.db exists: Init writes the keys first
 // and publishes the database last (built under a temporary name, renamed into
 // place), so an interrupted init leaves no half-made repository behind.
 //
-// Only airlock key new uses site.key (IssueKey). ReadSiteKey reads it
+// Only airlock key new uses site.key (IssueKey); airlock key rotate
+// replaces it without reading it. ReadSiteKey reads it
 // before the database is opened, so that a prompt for its passphrase holds
 // no lock; the passphrase comes from --passphrase-file or
 // AIRLOCK_PASSPHRASE_FILE, else from the terminal, and without either an
@@ -101,7 +106,8 @@
 // `airlock audit --verify` prints can be recorded elsewhere to detect that.
 //
 // Actions recorded: init, trust.add, trust.remove, key.issue, key.revoke,
-// bundle.import; node.add, node.remove, node.role, cluster.distribute, rollout.start,
+// bundle.import, site.rotate ({"old_site_key","new_site_key","revoked"},
+// after a key.revoke entry for each download key it revoked); node.add, node.remove, node.role, cluster.distribute, rollout.start,
 // rollout.KIND for each change of a step's state (rollout.drain,
 // rollout.install, rollout.promote, …), rollout.finish, rollout.abandon.
 // Refusals are NOT recorded (see below).
@@ -133,6 +139,41 @@
 // change the repository; the refusal is reported on stderr, with its exit
 // code, to the operator who tried. The only writes a refused import can make
 // are those of the crash recovery above, which repairs an earlier crash.
+//
+// # Site key rotation
+//
+// RotateSiteKey (airlock key rotate) replaces the site key when it is lost,
+// compromised or due for rotation. It never reads the old site.key, so it
+// works without it or its passphrase. Holding the write lock, it:
+//
+//  1. makes the new key (keys.Generate, as Init) and, if site.pub.asc holds
+//     the old key, copies it to site-keys/OLD.pub.asc (missing or
+//     damaged, it is not kept; the old fingerprint is in the audit log);
+//  2. writes the new site.key (0600, encrypted if a passphrase was given)
+//     and site.pub.asc into site-keys/rotating-NEW/, fsynced with their
+//     directories;
+//  3. commits one transaction: meta/site_key becomes NEW, every outstanding
+//     download key is revoked (the old key signed them; the vendor refuses
+//     them once it registers the new key) with a key.revoke entry each,
+//     and a site.rotate entry names both fingerprints;
+//  4. renames the staged site.pub.asc, then site.key, into place (fsync of
+//     REPO after each), replacing the old ones, and removes the staging
+//     directory.
+//
+// The commit in step 3 decides. A crash before it leaves the database and
+// both key files as they were, and a staging directory of a key the
+// database does not name: the next read-write open (any write command, or
+// airlock check --repair) removes it. A crash after it leaves a staging
+// directory of the key the database names: the next read-write open
+// renames what is still staged into place. A staging directory is thus
+// never ambiguous. Until that open, Check (read-only) reports the
+// directory as a "rotation" problem saying which of the two --repair does,
+// and ReadSiteKey refuses to read site.key (airlock key new first opens
+// the repository read-write, which finishes or undoes it). Check also
+// reports a site.pub.asc, or a site.key readable without passphrase, that
+// is not the key meta/site_key names ("site-key": restore it from a
+// backup, or rotate). RotateOptions.Hook names the points (HookRotate*)
+// where tests kill a real rotation to prove this.
 //
 // # Concurrency
 //

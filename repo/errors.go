@@ -143,7 +143,7 @@ func (e *KeyClosedError) Unwrap() error { return e.Err }
 type Problem struct {
 	// Kind is a short machine-readable category: "missing-blob",
 	// "corrupt-blob", "orphan-blob", "temp-file", "stray-file", "audit",
-	// "dangling".
+	// "dangling", "site-key", "rotation".
 	Kind string `json:"kind"`
 	// Subject names what is wrong: a path, a package, a bundle, an entry.
 	Subject string `json:"subject"`

@@ -111,14 +111,19 @@ type Repo struct {
 	holder  *Holder // written to airlock.lock by this process; nil for readers
 	// recovered lists what the read-write open removed (see Repair).
 	recovered []string
+	// rotated says what the read-write open did about an interrupted
+	// site key rotation (see recoverRotation).
+	rotated []string
 }
 
 // Open opens the repository in opts.Dir, waiting at most opts.LockTimeout
 // for the lock. It refuses a directory without airlock.db (ErrNoRepository,
 // it never creates one: see Init), a database of another schema (ErrSchema),
-// and a lock held too long (*InUseError). A read-write open first removes
-// what an interrupted import left behind (temporary files and blobs no
-// package references), so that every write starts from a clean store.
+// and a lock held too long (*InUseError). A read-write open first finishes
+// or undoes an interrupted site key rotation (see RotateSiteKey) and
+// removes what an interrupted import left behind (temporary files and
+// blobs no package references), so that every write starts from a clean
+// store.
 func Open(ctx context.Context, opts Options) (*Repo, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -158,6 +163,10 @@ func Open(ctx context.Context, opts Options) (*Repo, error) {
 		return r, nil
 	}
 	r.holder = writeHolder(dir, opts.Command, opts.now(), opts.logger())
+	if r.rotated, err = r.recoverRotation(); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("open repository %s: %w", dir, err)
+	}
 	if r.recovered, err = r.Repair(ctx); err != nil {
 		r.Close()
 		return nil, fmt.Errorf("open repository %s: recover from an interrupted import: %w", dir, err)

@@ -179,6 +179,14 @@ func RunKeyNew(ctx context.Context, c KeyNewCmd, stdout, stderr io.Writer) error
 		}
 		opts.Nodes = nodes
 	}
+	if pendingRotation(c.Dir) != nil {
+		// A read-write open finishes or undoes it (see Open).
+		r, err := openRW(ctx, c.Options)
+		if err != nil {
+			return err
+		}
+		r.Close()
+	}
 	signer, err := ReadSiteKey(c.Dir, c.Passphrase)
 	if err != nil {
 		return err
@@ -284,6 +292,94 @@ func RunKeyRevoke(ctx context.Context, c KeyRevokeCmd, stdout, stderr io.Writer)
 		return err
 	}
 	fmt.Fprintf(stdout, "revoked download key %s: no bundle answering it will be imported\n", info.ID)
+	return nil
+}
+
+// KeyRotateCmd is airlock key rotate.
+type KeyRotateCmd struct {
+	Options
+	// PassphraseFile, if set, holds the passphrase that encrypts the new
+	// site.key (see InitCmd.PassphraseFile).
+	PassphraseFile string
+	// Confirm, if set, is asked the question before anything changes; an
+	// error it returns (the operator declined) is returned as it is.
+	Confirm func(question string) error
+	// Hook is RotateOptions.Hook.
+	Hook func(point string) error
+	JSON bool
+}
+
+// RunKeyRotate replaces the site key (see Repo.RotateSiteKey) and prints
+// what the operator and the vendor must do next. A current site.key that
+// is passphrase-protected is not replaced by one in the clear: without
+// PassphraseFile that is refused (usage), as are a bad passphrase file
+// and, from Confirm, a declined question; each leaves the repository as
+// it was.
+func RunKeyRotate(ctx context.Context, c KeyRotateCmd, stdout, stderr io.Writer) error {
+	pass, err := readPassphraseFile(c.PassphraseFile)
+	if err != nil {
+		return err
+	}
+	if err := findDB(c.Dir); err != nil {
+		return err
+	}
+	keyPath := filepath.Join(c.Dir, SiteKeyFile)
+	if _, err := keys.ReadPrivateFile(keyPath, nil); pass == nil && errors.Is(err, keys.ErrPassphrase) {
+		return fmt.Errorf("%w: %s is passphrase-protected, and no passphrase was given for the new site key: pass --passphrase-file FILE or set AIRLOCK_PASSPHRASE_FILE (the file of the new key's passphrase); nothing was changed", ErrInvalid, keyPath)
+	}
+	if c.Confirm != nil {
+		r, err := openRO(ctx, c.Options)
+		if err != nil {
+			return err
+		}
+		list, err := r.Keys()
+		site, fp := r.site, r.siteKey
+		r.Close()
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, k := range list {
+			if k.State == KeyOutstanding {
+				n++
+			}
+		}
+		q := fmt.Sprintf("Replace the site key %s of site %s with a new one, revoking %d outstanding download key(s)? Nothing can be fetched until the vendor has registered the new key.", fp, site, n)
+		if err := c.Confirm(q); err != nil {
+			return err
+		}
+	}
+	r, err := openRW(ctx, c.Options)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	res, err := r.RotateSiteKey(ctx, RotateOptions{Passphrase: pass, Hook: c.Hook})
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return writeJSON(stdout, res)
+	}
+	fmt.Fprintf(stdout, "replaced the site key of site %s: %s is now %s (was %s)\n", res.Site, SiteKeyFile, res.NewSiteKey, res.OldSiteKey)
+	if res.Protected {
+		fmt.Fprintf(stdout, "%s is passphrase-protected: airlock key new reads the passphrase from --passphrase-file or AIRLOCK_PASSPHRASE_FILE, or asks on the terminal\n", SiteKeyFile)
+	}
+	if res.Archived != "" {
+		fmt.Fprintf(stdout, "the old public key is kept in %s\n", res.Archived)
+	} else {
+		fmt.Fprintf(stdout, "%s did not hold the old key, so its public half is not kept; its fingerprint is in the audit log\n", SitePublicKey)
+	}
+	if len(res.Revoked) == 0 {
+		fmt.Fprintln(stdout, "no download key was outstanding")
+	} else {
+		ids := make([]string, len(res.Revoked))
+		for i, id := range res.Revoked {
+			ids[i] = string(id)
+		}
+		fmt.Fprintf(stdout, "revoked %d outstanding download key(s) signed by the old key; bundles answering them will be refused: %s\n", len(ids), strings.Join(ids, ", "))
+	}
+	fmt.Fprintf(stdout, "next: give %s to the vendor, who runs 'airlock-server site add --name %s --key site.pub.asc --replace'; then make a new download key with 'airlock key new'\n", res.PublicKey, res.Site)
 	return nil
 }
 
@@ -446,7 +542,8 @@ func RunAudit(ctx context.Context, c AuditCmd, stdout, stderr io.Writer) error {
 type CheckCmd struct {
 	Options
 	CheckOptions
-	// Repair removes leftovers of interrupted imports first (opening the
+	// Repair removes leftovers of interrupted imports, and finishes or
+	// undoes an interrupted site key rotation, first (opening the
 	// repository read-write).
 	Repair bool
 	JSON   bool
@@ -456,13 +553,13 @@ type CheckCmd struct {
 func RunCheck(ctx context.Context, c CheckCmd, stdout, stderr io.Writer) error {
 	var r *Repo
 	var err error
-	var removed []string
+	var removed, rotated []string
 	if c.Repair {
 		c.Options.ReadOnly = false
 		// A read-write open repairs first (see Open).
 		r, err = Open(ctx, c.Options)
 		if err == nil {
-			removed = r.recovered
+			removed, rotated = r.recovered, r.rotated
 		}
 	} else {
 		r, err = openRO(ctx, c.Options)
@@ -480,11 +577,15 @@ func RunCheck(ctx context.Context, c CheckCmd, stdout, stderr io.Writer) error {
 	if c.JSON {
 		if err := writeJSON(stdout, struct {
 			*CheckReport
-			Removed []string `json:"removed"`
-		}{rep, nonNil(removed)}); err != nil {
+			Removed  []string `json:"removed"`
+			Rotation []string `json:"rotation_recovered,omitempty"`
+		}{rep, nonNil(removed), rotated}); err != nil {
 			return err
 		}
 		return cerr
+	}
+	for _, s := range rotated {
+		fmt.Fprintln(stdout, s)
 	}
 	for _, p := range removed {
 		fmt.Fprintf(stdout, "removed %s (left by an interrupted import)\n", p)

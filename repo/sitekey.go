@@ -34,9 +34,14 @@ type SiteKeyPassphrase struct {
 // empty or non-regular passphrase file, an encrypted site.key with no
 // passphrase to be had, and a passphrase that does not decrypt it are
 // usage errors (exit 2; the last two match keys.ErrPassphrase), each naming
-// site.key and how to give the passphrase.
+// site.key and how to give the passphrase. While an interrupted site key
+// rotation is pending (see RotateSiteKey) site.key may not be the site key
+// yet: that is refused, saying how to finish the rotation.
 func ReadSiteKey(dir string, p SiteKeyPassphrase) (*keys.PrivateKey, error) {
 	if err := findDB(dir); err != nil {
+		return nil, err
+	}
+	if err := pendingRotation(dir); err != nil {
 		return nil, err
 	}
 	pass, err := readPassphraseFile(p.File)
@@ -65,7 +70,7 @@ func ReadSiteKey(dir string, p SiteKeyPassphrase) (*keys.PrivateKey, error) {
 	case errors.Is(err, keys.ErrPassphrase):
 		return nil, fmt.Errorf("%w; check --passphrase-file %s", err, p.File)
 	default:
-		return nil, fmt.Errorf("%w: the repository signs download keys with it; restore %s from a backup of the repository", err, SiteKeyFile)
+		return nil, fmt.Errorf("%w: the repository signs download keys with it; restore %s from a backup of the repository, or, if it is lost, replace the site key with 'airlock key rotate'", err, SiteKeyFile)
 	}
 	return k, nil
 }

@@ -302,3 +302,94 @@ func (f *fixture) parallel(t *testing.T, argss [][]string) ([]int, []string) {
 	}
 	return codes, outs
 }
+
+// TestRotateCrash kills a real airlock key rotate with SIGKILL at each of
+// its hook points and checks that the repository reopens with the old key
+// (killed before the commit) or the new one (after), that check reports
+// only the interrupted rotation with its repair, that the repair (check
+// --repair, or the read-write open of key new) finishes or undoes it, and
+// that the download key is outstanding or revoked accordingly.
+func TestRotateCrash(t *testing.T) {
+	for _, tc := range []struct {
+		point     string
+		committed bool
+		repairBy  string // "check" (check --repair) or "key new"
+	}{
+		{repo.HookRotateStaged, false, "check"},
+		{repo.HookRotateCommitted, true, "check"},
+		{repo.HookRotatePublished, true, "check"},
+		{repo.HookRotateCommitted, true, "key new"},
+	} {
+		t.Run(tc.point+" repaired by "+tc.repairBy, func(t *testing.T) {
+			f := newFixture(t, 1)
+			oldKey := siteKeyOf(t, f)
+			res := f.run(t, []string{envCrash + "=" + tc.point}, "key", "rotate", "--yes")
+			if !res.killed {
+				t.Fatalf("key rotate was not killed at %s: exit %d\n%s%s", tc.point, res.code, res.stdout, res.stderr)
+			}
+			_, _, states := f.state(t)
+			wantState, wantKey := "outstanding", oldKey
+			if tc.committed {
+				wantState, wantKey = "revoked", ""
+			}
+			if len(states) != 1 || states[0] != wantState {
+				t.Fatalf("after a crash at %s: keys %v, want [%s]", tc.point, states, wantState)
+			}
+			if got := siteKeyOf(t, f); tc.committed == (got == oldKey) {
+				t.Fatalf("after a crash at %s the database names site key %s (old %s)", tc.point, got, oldKey)
+			}
+			f.mustRun(t, "audit", "--verify")
+
+			res = f.run(t, nil, "check")
+			if res.code != 3 {
+				t.Fatalf("check: exit %d, want 3: %s", res.code, res.stderr)
+			}
+			for _, m := range problemKind.FindAllStringSubmatch(res.stderr, -1) {
+				if m[1] != "rotation" {
+					t.Errorf("check reports %s after a crash at %s:\n%s", m[1], tc.point, res.stderr)
+				}
+			}
+			repair, did := "removes it", "removed site-keys/rotating-"
+			if tc.committed {
+				repair, did = "finishes it", "finished the interrupted rotation to site key "+siteKeyOf(t, f)
+			}
+			if !strings.Contains(res.stderr, "'airlock check --repair' "+repair) {
+				t.Errorf("check does not say that check --repair %s:\n%s", repair, res.stderr)
+			}
+			if tc.repairBy == "check" {
+				if out := f.mustRun(t, "check", "--repair"); !strings.Contains(out, did) {
+					t.Errorf("check --repair does not say %q:\n%s", did, out)
+				}
+			} else {
+				f.mustRun(t, "key", "new", "--out", filepath.Join(t.TempDir(), "dk.key"))
+			}
+			f.mustRun(t, "check")
+			if wantKey != "" && siteKeyOf(t, f) != wantKey {
+				t.Errorf("the site key changed after an uncommitted rotation")
+			}
+
+			// The bundle answering the old key imports exactly when the
+			// rotation did not happen.
+			res = f.run(t, nil, "import", "--no-progress", f.bundles[0])
+			if want := map[bool]int{false: 0, true: 4}[tc.committed]; res.code != want {
+				t.Errorf("import: exit %d, want %d: %s", res.code, want, res.stderr)
+			}
+			// And rotating again works.
+			f.mustRun(t, "key", "rotate", "--yes")
+			f.mustRun(t, "check")
+			f.mustRun(t, "audit", "--verify")
+		})
+	}
+}
+
+// siteKeyOf returns the site key fingerprint the repository's database
+// names.
+func siteKeyOf(t *testing.T, f *fixture) string {
+	t.Helper()
+	r, err := repo.Open(context.Background(), repo.Options{Dir: f.dir, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	return r.SiteKey().String()
+}

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"os"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/airlock-project/airlock/cmd/internal/cliapp"
+	"github.com/airlock-project/airlock/fault"
 	"github.com/airlock-project/airlock/repo"
 )
 
@@ -93,7 +96,7 @@ func repoCommands() []*cli.Command {
 		},
 		{
 			Name:  "key",
-			Usage: "make and manage download keys",
+			Usage: "make and manage download keys, and replace the site key",
 			Subcommands: []*cli.Command{
 				{
 					Name:      "new",
@@ -134,6 +137,25 @@ func repoCommands() []*cli.Command {
 						return repo.RunKeyList(c.Context, repo.KeyListCmd{Options: repoOptions(c), JSON: c.Bool("json")},
 							c.App.Writer, c.App.ErrWriter)
 					},
+				},
+				{
+					Name:      "rotate",
+					Usage:     "replace the site key, revoking every outstanding download key",
+					ArgsUsage: " ",
+					Description: "Makes a new site key in REPO/site.key and REPO/site.pub.asc, for a site key that is lost,\n" +
+						"compromised or due for rotation; the old one is not read, nor its passphrase. The old public\n" +
+						"key is kept in REPO/site-keys/FINGERPRINT.pub.asc, the old site.key is replaced. Every\n" +
+						"outstanding download key is revoked: the old key signed them, and bundles answering them\n" +
+						"are refused. With --passphrase-file the new site.key is encrypted; a passphrase-protected\n" +
+						"site.key is not replaced by one in the clear. Asks for confirmation on a terminal unless\n" +
+						"--yes. Then give REPO/site.pub.asc to the vendor, who runs 'airlock-server site add --name\n" +
+						"SITE --key site.pub.asc --replace', and make a new download key with airlock key new.",
+					Flags: flags(repoFlags(), []cli.Flag{
+						passphraseFlag("encrypt the new site.key with the passphrase in `FILE` (one line)"),
+						&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
+						cliapp.JSONFlag,
+					}),
+					Action: keyRotateAction,
 				},
 				{
 					Name:      "revoke",
@@ -223,6 +245,31 @@ func repoCommands() []*cli.Command {
 			},
 		},
 	}
+}
+
+// keyRotateAction runs key rotate. Rotation is disruptive (every
+// outstanding download key is revoked, and nothing can be fetched until
+// the vendor registers the new key), so it is confirmed on a terminal, or
+// by --yes.
+func keyRotateAction(c *cli.Context) error {
+	if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
+		return err
+	}
+	var confirm func(string) error
+	if !c.Bool("yes") {
+		if !cliapp.Interactive() {
+			return fmt.Errorf("%w: key rotate replaces the site key and revokes every outstanding download key, and must be confirmed; there is no terminal to ask on: pass --yes", fault.ErrUsage)
+		}
+		confirm = func(q string) error { return ask(os.Stdin, c.App.ErrWriter, q) }
+	}
+	hook, err := testHook()
+	if err != nil {
+		return err
+	}
+	return repo.RunKeyRotate(c.Context, repo.KeyRotateCmd{
+		Options: repoOptions(c), PassphraseFile: c.String("passphrase-file"),
+		Confirm: confirm, Hook: hook, JSON: c.Bool("json"),
+	}, c.App.Writer, c.App.ErrWriter)
 }
 
 // bundleAction runs verify or import.

@@ -17,8 +17,10 @@ import (
 //	AIRLOCK_TEST_FAIL=POINT[:N]   fail there with an injected I/O error instead
 //
 // The points are repo.Hook* of import ("ingested", "verified", "published",
-// "commit", "committed") and cluster.Hook* of install ("job-submitted",
-// "step-executed", "step-recorded", reached once per step).
+// "commit", "committed") and of key rotate ("rotate-staged",
+// "rotate-committed", "rotate-published"), and cluster.Hook* of install
+// ("job-submitted", "step-executed", "step-recorded", reached once per
+// step).
 const (
 	envCrash = "AIRLOCK_TEST_CRASH"
 	envFail  = "AIRLOCK_TEST_FAIL"
