@@ -620,18 +620,9 @@ func (l *liveStatus) note(now, start time.Time) string {
 // below a second: a test's heartbeat); a negative d is 0s.
 func short(d time.Duration) string {
 	if d >= time.Second {
-		d = d.Round(time.Second)
-	} else {
-		d = max(d.Round(time.Millisecond), 0)
+		return plan.FormatDuration(d.Round(time.Second))
 	}
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
+	return max(d.Round(time.Millisecond), 0).String()
 }
 
 // heartbeat starts the heartbeat of step s, started at start: every

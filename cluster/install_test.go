@@ -70,12 +70,25 @@ func runsNewest(t *testing.T, agents []*clustertest.Agent) {
 func succeededOnce(t *testing.T, agents []*clustertest.Agent) {
 	t.Helper()
 	for _, a := range agents {
-		count := map[string]int{}
 		for _, j := range a.Node().Jobs() {
 			if j.State != node.JobSucceeded {
 				t.Errorf("node %s: job %s of %s@%s is %s (%s)", a.Name, j.ID, j.Package.Name, j.Package.Version, j.State, j.Error)
 			}
-			count[j.Package.Name+"@"+j.Package.Version.String()]++
+		}
+	}
+	installedOnce(t, agents)
+}
+
+// installedOnce fails unless every agent has exactly one succeeded job for
+// each newest package (failed jobs aside).
+func installedOnce(t *testing.T, agents []*clustertest.Agent) {
+	t.Helper()
+	for _, a := range agents {
+		count := map[string]int{}
+		for _, j := range a.Node().Jobs() {
+			if j.State == node.JobSucceeded {
+				count[j.Package.Name+"@"+j.Package.Version.String()]++
+			}
 		}
 		for _, id := range []string{"base@3.4.0", "product@22.1.0", "product@23.1.0", "license@1.1.0"} {
 			if count[id] != 1 {
@@ -921,23 +934,15 @@ func TestInstallWaveFailure(t *testing.T) {
 			if fin.State != repo.RolloutFinished || !strings.Contains(out.String(), fmt.Sprintf("resuming at step %d", ro.Next()+1)) {
 				t.Errorf("rollout %d %s; output:\n%s", fin.ID, fin.State, out.String())
 			}
+			var all []*clustertest.Agent
 			for _, a := range agents {
 				st := a.Node().Status()
 				if st.Drained || st.Installed["license"].String() != "1.1.0" {
 					t.Errorf("node %s: drained %v, %v", a.Name, st.Drained, st.Installed)
 				}
-				count := map[string]int{}
-				for _, j := range a.Node().Jobs() {
-					if j.State == node.JobSucceeded {
-						count[j.Package.Name+"@"+j.Package.Version.String()]++
-					}
-				}
-				for _, id := range []string{"base@3.4.0", "product@22.1.0", "product@23.1.0", "license@1.1.0"} {
-					if count[id] != 1 {
-						t.Errorf("node %s installed %s %d times, want once", a.Name, id, count[id])
-					}
-				}
+				all = append(all, a)
 			}
+			installedOnce(t, all)
 		})
 	}
 }

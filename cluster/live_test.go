@@ -726,19 +726,7 @@ func TestInstallNodeFailsMidRollout(t *testing.T) {
 		t.Errorf("rollout %d %s; output:\n%s", ro.ID, ro.State, out.String())
 	}
 	checkNewest(t, agents)
-	for _, a := range agents {
-		count := map[string]int{}
-		for _, j := range a.Node().Jobs() {
-			if j.State == node.JobSucceeded {
-				count[j.Package.Name+"@"+j.Package.Version.String()]++
-			}
-		}
-		for _, id := range []string{"base@3.4.0", "product@22.1.0", "product@23.1.0", "license@1.1.0"} {
-			if count[id] != 1 {
-				t.Errorf("node %s installed %s %d times, want once", a.Name, id, count[id])
-			}
-		}
-	}
+	installedOnce(t, agents)
 }
 
 // stubbornCluster starts clustertest.Cluster with the client service,

@@ -13,12 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
-	"github.com/ProtonMail/go-crypto/openpgp/packet"
-	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
-
 	"github.com/airlock-project/airlock/fault"
 	"github.com/airlock-project/airlock/keys"
+	"github.com/airlock-project/airlock/keys/keytest"
 )
 
 // TestStateErrors: a damaged or foreign state.json is ErrState (exit 3)
@@ -146,29 +143,11 @@ func TestEntitlementDeadPinnedKey(t *testing.T) {
 // revokedArmor returns k's public key, revoked by k.
 func revokedArmor(t *testing.T, k *keys.PrivateKey) []byte {
 	t.Helper()
-	var priv bytes.Buffer
-	if err := k.WriteArmored(&priv, nil); err != nil {
-		t.Fatal(err)
-	}
-	el, err := openpgp.ReadArmoredKeyRing(&priv)
+	b, err := keytest.RevokedPublic(k)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := el[0].Revoke(packet.KeyCompromised, "laptop stolen", nil); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	w, err := armor.Encode(&out, openpgp.PublicKeyType, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := el[0].Serialize(w); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return out.Bytes()
+	return b
 }
 
 // TestConcurrentInit: of several inits of one directory at once, exactly

@@ -512,7 +512,7 @@ func (b *builder) drain(ms []*member, wave int) {
 		if m.Connections > 0 {
 			open = fmt.Sprintf("%d open now", m.Connections)
 		}
-		s.Text = fmt.Sprintf("wait for %s's client connections to end (%s; at most %s)", m.Name, open, fmtDuration(b.o.DrainTimeout))
+		s.Text = fmt.Sprintf("wait for %s's client connections to end (%s; at most %s)", m.Name, open, FormatDuration(b.o.DrainTimeout))
 	}
 }
 
@@ -864,7 +864,7 @@ func (b *builder) finish(sel []*member) []Step {
 					out = append(out, Step{Kind: StepSettle, Wave: s.Wave, Node: s.Node, Role: s.Role, Region: s.Region,
 						ID: "settle:" + s.Node + ":" + p.ID(), Package: &next, Earliest: bound,
 						Text: fmt.Sprintf("wait until %s before installing %s %s on %s (settle %s after %s %s)",
-							fmtTime(bound), p.Name, p.Version, s.Node, fmtDuration(settle), l.pkg.Name, l.pkg.Version)})
+							fmtTime(bound), p.Name, p.Version, s.Node, FormatDuration(settle), l.pkg.Name, l.pkg.Version)})
 				}
 				if bound.After(clock) {
 					clock = bound

@@ -56,8 +56,9 @@ func fmtTime(t time.Time) string {
 	return t.Format(timeLayout)
 }
 
-// fmtDuration writes 24h, 30m or 1h30m rather than 24h0m0s.
-func fmtDuration(d time.Duration) string {
+// FormatDuration writes 24h, 30m or 1h30m rather than 24h0m0s, as step
+// texts do.
+func FormatDuration(d time.Duration) string {
 	s := d.String()
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")

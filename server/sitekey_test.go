@@ -1,48 +1,15 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net/http"
 	"strings"
 	"testing"
 
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
-	"github.com/ProtonMail/go-crypto/openpgp/packet"
-	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
-
 	"github.com/airlock-project/airlock/keys"
+	"github.com/airlock-project/airlock/keys/keytest"
 )
-
-// publicCopy returns the armored public key of k after edit changed it: a
-// new subkey (a new copy of the same key) or a revocation.
-func publicCopy(t *testing.T, k *keys.PrivateKey, edit func(*openpgp.Entity) error) []byte {
-	t.Helper()
-	var priv bytes.Buffer
-	if err := k.WriteArmored(&priv, nil); err != nil {
-		t.Fatal(err)
-	}
-	el, err := openpgp.ReadArmoredKeyRing(&priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := edit(el[0]); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	w, err := armor.Encode(&out, openpgp.PublicKeyType, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := el[0].Serialize(w); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return out.Bytes()
-}
 
 // TestSiteKeyLifecycle: a site's registered key is updated by a new copy,
 // revoked by its revoked copy (its download keys refused from then on),
@@ -69,14 +36,18 @@ func TestSiteKeyLifecycle(t *testing.T) {
 	site, err := f.srv.AddSite(ctx, "plant-3", f.site.Public().Armored())
 	change(site, err, "unchanged")
 
-	renewed := publicCopy(t, f.site, func(e *openpgp.Entity) error { return e.AddSigningSubkey(nil) })
+	renewed, err := keytest.RenewedPublic(f.site)
+	if err != nil {
+		t.Fatal(err)
+	}
 	site, err = f.srv.AddSite(ctx, "plant-3", renewed)
 	change(site, err, "updated")
 	accepts(f.site, true)
 
-	revoked := publicCopy(t, f.site, func(e *openpgp.Entity) error {
-		return e.Revoke(packet.KeyCompromised, "laptop stolen", nil)
-	})
+	revoked, err := keytest.RevokedPublic(f.site)
+	if err != nil {
+		t.Fatal(err)
+	}
 	site, err = f.srv.AddSite(ctx, "plant-3", revoked)
 	change(site, err, "revoked")
 	accepts(f.site, false)

@@ -24,8 +24,6 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
-	"github.com/ProtonMail/go-crypto/openpgp/packet"
-	openpgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/airlock-project/airlock/catalog"
@@ -33,6 +31,7 @@ import (
 	"github.com/airlock-project/airlock/cmd/internal/cliapp"
 	"github.com/airlock-project/airlock/fault"
 	"github.com/airlock-project/airlock/keys"
+	"github.com/airlock-project/airlock/keys/keytest"
 	"github.com/airlock-project/airlock/node"
 )
 
@@ -163,18 +162,11 @@ func cmdRevoke(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
 		ts.Fatalf("usage: revoke KEY OUT")
 	}
-	b, err := os.ReadFile(ts.MkAbs(args[0]))
+	k, err := keys.ReadPrivateFile(ts.MkAbs(args[0]), nil)
 	ts.Check(err)
-	el, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(b))
+	out, err := keytest.RevokedPublic(k)
 	ts.Check(err)
-	e := el[0]
-	ts.Check(e.Revoke(packet.KeyCompromised, "laptop stolen", nil))
-	var out bytes.Buffer
-	w, err := armor.Encode(&out, openpgp.PublicKeyType, nil)
-	ts.Check(err)
-	ts.Check(e.Serialize(w))
-	ts.Check(w.Close())
-	ts.Check(os.WriteFile(ts.MkAbs(args[1]), out.Bytes(), 0o644))
+	ts.Check(os.WriteFile(ts.MkAbs(args[1]), out, 0o644))
 }
 
 // cmdMkpkg runs "mkpkg [-key KEY] [-tamper] VAR NAME@VERSION [REQUIRES]...".
