@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -136,7 +135,7 @@ func RunBundle(ctx context.Context, o BundleOptions, stdout, stderr io.Writer) e
 	if o.Now != nil {
 		now = o.Now
 	}
-	pass, err := readPassphrase(o.PassphraseFile)
+	pass, err := keys.ReadPassphraseFile(o.PassphraseFile)
 	if err != nil {
 		return err
 	}
@@ -365,29 +364,6 @@ func checkOutputFree(out string) error {
 		return fmt.Errorf("--out %s: directory %s does not exist; mount the medium or create the directory", out, dir)
 	}
 	return nil
-}
-
-// readPassphrase reads a passphrase file (one line; the line end is not
-// part of it). An empty path means no passphrase.
-func readPassphrase(path string) ([]byte, error) {
-	if path == "" {
-		return nil, nil
-	}
-	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: --passphrase-file %s is not a regular file; give the file that holds the passphrase", ErrOptions, path)
-	}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: --passphrase-file %s does not exist; give the file that holds the passphrase", ErrOptions, path)
-	}
-	if err != nil {
-		return nil, fileError("--passphrase-file", path, err, "give the file that holds the passphrase")
-	}
-	b = []byte(strings.TrimRight(string(b), "\r\n"))
-	if len(b) == 0 {
-		return nil, fmt.Errorf("%w: --passphrase-file %s is empty; put the passphrase on its first line", ErrOptions, path)
-	}
-	return b, nil
 }
 
 type readCloser struct {

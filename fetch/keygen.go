@@ -59,7 +59,7 @@ func RunKeygen(ctx context.Context, o KeygenOptions, stdout, stderr io.Writer) e
 			return fmt.Errorf("%w: %s: choose another --out, or move the old key away first", ErrExists, p)
 		}
 	}
-	pass, err := readPassphrase(o.PassphraseFile)
+	pass, err := keys.ReadPassphraseFile(o.PassphraseFile)
 	if err != nil {
 		return err
 	}

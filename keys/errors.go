@@ -54,6 +54,10 @@ var (
 // class (exit 2): the caller supplied the wrong secret.
 var ErrPassphrase = fault.Usage("wrong or missing passphrase")
 
+// ErrPassphraseFile reports a passphrase file that is missing, empty or
+// not a regular file (ReadPassphraseFile).
+var ErrPassphraseFile = fault.Usage("unusable passphrase file")
+
 // ErrKeyFileExists reports that WritePrivateFile found a file at its path; it
 // never overwrites a private key. Usage class (exit 2).
 var ErrKeyFileExists = fault.Usage("key file already exists")

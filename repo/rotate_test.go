@@ -360,7 +360,7 @@ func TestRunKeyRotateRefusals(t *testing.T) {
 	if !strings.Contains(err.Error(), "--passphrase-file") {
 		t.Errorf("message does not say what to do: %v", err)
 	}
-	wantClass(t, run(KeyRotateCmd{PassphraseFile: passFile(t, "")}), fault.ExitUsage, ErrInvalid)
+	wantClass(t, run(KeyRotateCmd{PassphraseFile: passFile(t, "")}), fault.ExitUsage, keys.ErrPassphraseFile)
 	declined := errors.New("declined")
 	var asked string
 	err = run(KeyRotateCmd{PassphraseFile: passFile(t, "x"), Confirm: func(q string) error { asked = q; return declined }})

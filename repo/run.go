@@ -39,7 +39,7 @@ type InitCmd struct {
 // RunInit creates a repository (see InitWithPassphrase), its site.key
 // passphrase-protected if PassphraseFile is set.
 func RunInit(ctx context.Context, c InitCmd, stdout, stderr io.Writer) error {
-	pass, err := readPassphraseFile(c.PassphraseFile)
+	pass, err := keys.ReadPassphraseFile(c.PassphraseFile)
 	if err != nil {
 		return err
 	}
@@ -316,7 +316,7 @@ type KeyRotateCmd struct {
 // and, from Confirm, a declined question; each leaves the repository as
 // it was.
 func RunKeyRotate(ctx context.Context, c KeyRotateCmd, stdout, stderr io.Writer) error {
-	pass, err := readPassphraseFile(c.PassphraseFile)
+	pass, err := keys.ReadPassphraseFile(c.PassphraseFile)
 	if err != nil {
 		return err
 	}

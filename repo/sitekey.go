@@ -3,10 +3,7 @@ package repo
 import (
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/airlock-project/airlock/keys"
 )
@@ -44,7 +41,7 @@ func ReadSiteKey(dir string, p SiteKeyPassphrase) (*keys.PrivateKey, error) {
 	if err := pendingRotation(dir); err != nil {
 		return nil, err
 	}
-	pass, err := readPassphraseFile(p.File)
+	pass, err := keys.ReadPassphraseFile(p.File)
 	if err != nil {
 		return nil, err
 	}
@@ -83,30 +80,4 @@ func (r *Repo) checkSiteKey(k *keys.PrivateKey) error {
 			filepath.Join(r.dir, SiteKeyFile), k.Fingerprint(), r.siteKey, SiteKeyFile)
 	}
 	return nil
-}
-
-// readPassphraseFile reads a passphrase file: one line, the line end not
-// part of it (trailing CR and LF are dropped, as airlock-fetch does). An
-// empty path means no passphrase (nil). A file that is
-// missing, not a regular file or empty is a usage error (ErrInvalid); other
-// read errors are operational. The messages name --passphrase-file.
-func readPassphraseFile(path string) ([]byte, error) {
-	if path == "" {
-		return nil, nil
-	}
-	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: --passphrase-file %s is not a regular file; give the file that holds the passphrase", ErrInvalid, path)
-	}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: --passphrase-file %s does not exist; give the file that holds the passphrase", ErrInvalid, path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("--passphrase-file %s: %w; give the file that holds the passphrase", path, pathCause(err))
-	}
-	line := strings.TrimRight(string(b), "\r\n")
-	if line == "" {
-		return nil, fmt.Errorf("%w: --passphrase-file %s is empty; put the passphrase on its first line", ErrInvalid, path)
-	}
-	return []byte(line), nil
 }

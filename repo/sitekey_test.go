@@ -129,19 +129,19 @@ func TestReadSiteKey(t *testing.T) {
 		},
 		{
 			name: "empty file", dir: dir, p: SiteKeyPassphrase{File: passFile(t, "\n"), Prompt: never},
-			code: fault.ExitUsage, is: ErrInvalid, msg: []string{"--passphrase-file", "is empty"},
+			code: fault.ExitUsage, is: keys.ErrPassphraseFile, msg: []string{"--passphrase-file", "is empty"},
 		},
 		{
 			name: "empty file, unencrypted key", dir: plain, p: SiteKeyPassphrase{File: passFile(t, ""), Prompt: never},
-			code: fault.ExitUsage, is: ErrInvalid, msg: []string{"is empty"},
+			code: fault.ExitUsage, is: keys.ErrPassphraseFile, msg: []string{"is empty"},
 		},
 		{
 			name: "no such file", dir: dir, p: SiteKeyPassphrase{File: filepath.Join(t.TempDir(), "nothere"), Prompt: never},
-			code: fault.ExitUsage, is: ErrInvalid, msg: []string{"nothere does not exist"},
+			code: fault.ExitUsage, is: keys.ErrPassphraseFile, msg: []string{"nothere does not exist"},
 		},
 		{
 			name: "directory", dir: dir, p: SiteKeyPassphrase{File: t.TempDir(), Prompt: never},
-			code: fault.ExitUsage, is: ErrInvalid, msg: []string{"not a regular file"},
+			code: fault.ExitUsage, is: keys.ErrPassphraseFile, msg: []string{"not a regular file"},
 		},
 		{
 			name: "no repository", dir: t.TempDir(), p: SiteKeyPassphrase{File: good, Prompt: never},

@@ -119,7 +119,7 @@ func (e adminError) err() error {
 func (s *Server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+adminPing, func(w http.ResponseWriter, r *http.Request) {
-		adminReply(w, map[string]string{"vendor": s.vendor.Fingerprint().String()}, nil)
+		adminReply(w, map[string]string{"vendor": s.pub.Fingerprint().String()}, nil)
 	})
 	mux.HandleFunc("POST "+adminPublish, func(w http.ResponseWriter, r *http.Request) {
 		var req PublishRequest

@@ -16,6 +16,7 @@ import (
 
 	"github.com/airlock-project/airlock/catalog"
 	"github.com/airlock-project/airlock/fault"
+	"github.com/airlock-project/airlock/keys"
 	"github.com/airlock-project/airlock/progress"
 )
 
@@ -29,16 +30,30 @@ type InitOptions struct {
 	Dir  string
 	Name string    // vendor key user ID; empty means "airlock vendor"
 	Now  time.Time // key creation time; zero means now
+	// PassphraseFile, if set, holds the passphrase that encrypts
+	// vendor.key, on one line (see VendorPassphrase.File); a missing or
+	// empty file is refused before anything is made.
+	PassphraseFile string
 }
 
-// RunInit makes a new store (see Init) and tells where the public key is.
+// RunInit makes a new store (see InitWithPassphrase), its vendor.key
+// passphrase-protected if PassphraseFile is set, and tells where the
+// public key is.
 func RunInit(_ context.Context, opts InitOptions, stdout, _ io.Writer) error {
-	pub, err := Init(opts.Dir, opts.Name, opts.Now)
+	pass, err := keys.ReadPassphraseFile(opts.PassphraseFile)
+	if err != nil {
+		return err
+	}
+	pub, err := InitWithPassphrase(opts.Dir, opts.Name, opts.Now, pass)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "initialized vendor store %s\nvendor key %s %q\npublic key %s: give it to every site, courier and node to trust ('airlock trust add --role vendor')\n",
 		opts.Dir, pub.Fingerprint(), pub.UserID(), filepath.Join(opts.Dir, VendorPubFile))
+	if len(pass) > 0 {
+		fmt.Fprintf(stdout, "%s is passphrase-protected: serve reads the passphrase from --passphrase-file or %s, or asks on the terminal; the other commands do not need it\n",
+			VendorKeyFile, EnvPassphraseFile)
+	}
 	return nil
 }
 
@@ -306,7 +321,11 @@ type ServeCommandOptions struct {
 
 // RunServe opens the store and serves until ctx is cancelled (SIGTERM,
 // SIGINT). Without Config.Logger it logs text lines to stderr. It prints
-// the base URL on stdout once it accepts connections.
+// the base URL on stdout once it accepts connections. It signs
+// entitlements, so it unlocks a passphrase-protected vendor.key (sets
+// Config.Unlock; the passphrase comes from Config.Passphrase) before it
+// opens the database: without the passphrase, or with a wrong one, it fails
+// (usage) having changed nothing and listened nowhere.
 func RunServe(ctx context.Context, opts ServeCommandOptions, stdout, stderr io.Writer) error {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(stderr, nil))
@@ -315,12 +334,17 @@ func RunServe(ctx context.Context, opts ServeCommandOptions, stdout, stderr io.W
 		// Checked by Serve too; here before the store is opened.
 		return fmt.Errorf("serve: %w: --tls-cert and --tls-key go together: give both for HTTPS, or neither", ErrBadRequest)
 	}
+	// A running server is refused before the passphrase is asked for.
+	if c := dialAdmin(ctx, opts.Dir); c != nil {
+		c.Close()
+		return errServing(opts.Dir)
+	}
+	opts.Unlock = true
 	s, err := Open(opts.Config)
 	if errors.Is(err, ErrInUse) {
 		if c := dialAdmin(ctx, opts.Dir); c != nil {
 			c.Close()
-			return fmt.Errorf("serve %s: %w: an airlock-server already serves this store (its admin socket %s answers); stop it first, or give another --dir",
-				opts.Dir, ErrInUse, filepath.Join(opts.Dir, AdminSocket))
+			return errServing(opts.Dir)
 		}
 	}
 	if err != nil {
@@ -335,6 +359,12 @@ func RunServe(ctx context.Context, opts ServeCommandOptions, stdout, stderr io.W
 		}
 	}
 	return s.Serve(ctx, opts.ServeOptions)
+}
+
+// errServing refuses a second server on the store in dir.
+func errServing(dir string) error {
+	return fmt.Errorf("serve %s: %w: an airlock-server already serves this store (its admin socket %s answers); stop it first, or give another --dir",
+		dir, ErrInUse, filepath.Join(dir, AdminSocket))
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -8,7 +8,8 @@
 //
 // A store is one directory made by Init (mode 0700):
 //
-//	vendor.key       the vendor's OpenPGP private key (mode 0600)
+//	vendor.key       the vendor's OpenPGP private key (mode 0600); passphrase-protected
+//	                 (as keys.WritePrivateFile encrypts) if init had --passphrase-file
 //	vendor.pub.asc   its public half, for sites, couriers and nodes to trust
 //	server.db        the bbolt database described below
 //	packages/        the package files: a blob.Store, packages/sha256/xx/<sha256>
@@ -22,6 +23,22 @@
 // and synced into packages/ before the transaction that records it commits,
 // so the database never names a file that is not there; a crash leaves at
 // most temporary files, which Open removes.
+//
+// # The vendor key and its passphrase
+//
+// The vendor key signs every entitlement, and nothing else that the server
+// makes: only serve (the exchange) signs. So only serve needs the private
+// key, and with a passphrase-protected vendor.key only serve needs the
+// passphrase (Config.Unlock): from --passphrase-file, or
+// AIRLOCK_SERVER_PASSPHRASE_FILE, else asked on the terminal. It reads and
+// decrypts vendor.key before it opens the database, so a prompt holds no
+// lock, and a missing or wrong passphrase (usage, exit 2) changes nothing
+// and listens nowhere. The admin commands (publish, site add and list,
+// reissue, catalog) never decrypt it: through admin.sock the running server
+// does the work; opening the store directly, Open takes the key's public
+// half from vendor.pub.asc, checks its fingerprint against the database,
+// and the Server can do all but sign (Serve and the exchange refuse it,
+// ErrLocked). An unprotected vendor.key is read whole, as before.
 //
 // # Database layout (schema version 1)
 //

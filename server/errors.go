@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/airlock-project/airlock/fault"
+	"github.com/airlock-project/airlock/keys"
 )
 
 // Usage-class errors: the command named something that is not there or
@@ -19,6 +20,10 @@ var (
 	ErrUnknownPackage = fault.Usage("unknown package")
 	// ErrBadRequest: publish or site add metadata that cannot be used.
 	ErrBadRequest = fault.Usage("invalid request")
+	// ErrPassphraseFile: --passphrase-file is missing, empty or not a
+	// regular file. (A passphrase that does not decrypt vendor.key, or
+	// none for a protected one, matches keys.ErrPassphrase, also usage.)
+	ErrPassphraseFile = keys.ErrPassphraseFile
 )
 
 // ErrSiteMismatch: a download key that names one site but is signed by the
@@ -44,6 +49,12 @@ var (
 // ErrSchema reports a database written by another version of airlock-server
 // (operational: upgrade the program, or restore the right database).
 var ErrSchema = errors.New("unsupported database schema")
+
+// ErrLocked: signing (Serve, an exchange) with a Server opened without
+// unlocking its passphrase-protected vendor key (see Config.Unlock). It is
+// operational: the program opened the store the wrong way, and an exchange
+// it refuses is the server's fault, not the client's (500).
+var ErrLocked = errors.New("vendor key locked")
 
 // keyError is a refusal of package keys (a *keys.VerifyError: a site key
 // revoked or expired) told in the server's words, with the vendor's remedy.

@@ -192,6 +192,9 @@ func (s *Server) entitle(tx *bolt.Tx, dk *verify.DownloadKey) (*keyRecord, []unr
 	if err != nil {
 		return nil, nil, fmt.Errorf("encode entitlement: %w", err)
 	}
+	if s.Locked() {
+		return nil, nil, s.errLocked()
+	}
 	var signed bytes.Buffer
 	if err := s.vendor.SignMessage(&signed, payload); err != nil {
 		return nil, nil, fmt.Errorf("sign entitlement: %w", err)

@@ -42,7 +42,12 @@ type ServeOptions struct {
 // gracefully: it stops accepting, lets requests in flight finish for up to
 // Config.ShutdownGrace, closes what remains, and removes the socket. It
 // returns nil after a shutdown caused by ctx, or the error that stopped it.
+// A Server whose vendor key is locked (Config.Unlock) is refused with
+// ErrLocked before anything listens: it could not sign entitlements.
 func (s *Server) Serve(ctx context.Context, opts ServeOptions) error {
+	if s.Locked() {
+		return fmt.Errorf("serve: %w", s.errLocked())
+	}
 	var tlsConf *tls.Config
 	if (opts.TLSCert == "") != (opts.TLSKey == "") {
 		return fmt.Errorf("serve: %w: --tls-cert and --tls-key go together: give both for HTTPS, or neither", ErrBadRequest)
@@ -93,7 +98,7 @@ func (s *Server) Serve(ctx context.Context, opts ServeOptions) error {
 	go func() { errc <- public.Serve(ln) }()
 	go func() { errc <- admin.Serve(adminLn) }()
 	base := scheme + "://" + ln.Addr().String()
-	s.log.Info("serving", "url", base, "admin", sock, "vendor", s.vendor.Fingerprint().String())
+	s.log.Info("serving", "url", base, "admin", sock, "vendor", s.pub.Fingerprint().String())
 	if opts.Ready != nil {
 		opts.Ready(base)
 	}

@@ -73,6 +73,19 @@ type Config struct {
 	// ShutdownGrace is how long Serve lets requests in flight finish after
 	// its context is cancelled; zero means 10s.
 	ShutdownGrace time.Duration
+	// Unlock makes Open decrypt a passphrase-protected vendor.key, with the
+	// passphrase that Passphrase gives, before it takes the database lock;
+	// without one, or with a wrong one, Open fails (keys.ErrPassphrase,
+	// usage) having changed nothing. Only signing needs the private key:
+	// serve sets Unlock, the admin commands do not. Without Unlock a
+	// protected vendor.key is not decrypted, its passphrase never asked
+	// for, and the Server can do everything but sign: Serve and the
+	// exchange refuse (ErrLocked). An unprotected vendor.key is always
+	// read whole.
+	Unlock bool
+	// Passphrase says where the passphrase of a protected vendor.key comes
+	// from; it is used only with Unlock.
+	Passphrase VendorPassphrase
 }
 
 func (c Config) lockTimeout() time.Duration  { return cmp.Or(c.LockTimeout, time.Second) }
@@ -88,7 +101,8 @@ type Server struct {
 	dir    string
 	db     *bolt.DB
 	blobs  *blob.Store
-	vendor *keys.PrivateKey
+	vendor *keys.PrivateKey // nil while locked (see Config.Unlock)
+	pub    *keys.PublicKey  // the vendor key's public half, always set
 	log    *slog.Logger
 	now    func() time.Time
 
@@ -154,7 +168,16 @@ type reissueRecord struct {
 // existing directory must be empty): a vendor key named name, its public
 // half in vendor.pub.asc, an empty database and package directory. It
 // returns the vendor's public key. On error it removes what it created.
+// It is InitWithPassphrase with no passphrase: vendor.key is not protected.
 func Init(dir, name string, now time.Time) (*keys.PublicKey, error) {
+	return InitWithPassphrase(dir, name, now, nil)
+}
+
+// InitWithPassphrase is Init with vendor.key encrypted under passphrase
+// (see keys.WritePrivateFile); an empty passphrase leaves it unprotected.
+// serve then needs the passphrase (Config.Unlock); the admin commands do
+// not.
+func InitWithPassphrase(dir, name string, now time.Time, passphrase []byte) (*keys.PublicKey, error) {
 	if name == "" {
 		name = "airlock vendor"
 	}
@@ -171,7 +194,7 @@ func Init(dir, name string, now time.Time) (*keys.PublicKey, error) {
 	case len(ents) > 0:
 		return nil, fmt.Errorf("init %s: %w: it holds %s; init never touches an existing store, choose a new directory", dir, ErrDirNotEmpty, ents[0].Name())
 	}
-	pub, err := initDir(dir, name, now)
+	pub, err := initDir(dir, name, now, passphrase)
 	if err != nil {
 		if created {
 			os.RemoveAll(dir)
@@ -185,12 +208,12 @@ func Init(dir, name string, now time.Time) (*keys.PublicKey, error) {
 	return pub, nil
 }
 
-func initDir(dir, name string, now time.Time) (*keys.PublicKey, error) {
+func initDir(dir, name string, now time.Time, passphrase []byte) (*keys.PublicKey, error) {
 	k, err := keys.Generate(keys.GenerateOptions{Name: name, Now: now})
 	if err != nil {
 		return nil, err
 	}
-	if err := keys.WritePrivateFile(filepath.Join(dir, VendorKeyFile), k, nil); err != nil {
+	if err := keys.WritePrivateFile(filepath.Join(dir, VendorKeyFile), k, passphrase); err != nil {
 		return nil, err
 	}
 	if err := keys.WritePublicFile(filepath.Join(dir, VendorPubFile), k.Public()); err != nil {
@@ -228,7 +251,9 @@ func initDir(dir, name string, now time.Time) (*keys.PublicKey, error) {
 // Open opens the store in cfg.Dir for exclusive use. If another process
 // holds the database for longer than cfg.LockTimeout the error matches
 // ErrInUse (use Connect to reach a running server instead). Open removes
-// the temporary files an interrupted publish left behind.
+// the temporary files an interrupted publish left behind. It reads
+// vendor.key first, before it takes the lock or changes anything: a
+// passphrase-protected one is decrypted only with cfg.Unlock (see Config).
 func Open(cfg Config) (*Server, error) {
 	dir := cfg.Dir
 	dbPath := filepath.Join(dir, DBFile)
@@ -241,9 +266,9 @@ func Open(cfg Config) (*Server, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	vendor, err := keys.ReadPrivateFile(filepath.Join(dir, VendorKeyFile), nil)
+	vendor, pub, err := readVendorKey(dir, cfg.Unlock, cfg.Passphrase)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w; restore %s from the store's backup", dir, err, VendorKeyFile)
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	db, err := bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: cfg.lockTimeout()})
 	if errors.Is(err, berrors.ErrTimeout) {
@@ -252,14 +277,16 @@ func Open(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	s := &Server{cfg: cfg, dir: dir, db: db, vendor: vendor, log: cfg.Logger, now: cfg.Now}
+	s := &Server{cfg: cfg, dir: dir, db: db, pub: pub, log: cfg.Logger, now: cfg.Now}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.vendor = vendor.WithClock(s.now)
+	if vendor != nil {
+		s.vendor = vendor.WithClock(s.now)
+	}
 	if err := s.load(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
@@ -280,8 +307,12 @@ func (s *Server) load() error {
 		if v := string(m.Get(metaSchema)); v != strconv.Itoa(schemaVersion) {
 			return fmt.Errorf("%w: version %q, this airlock-server knows %d; use a matching airlock-server", ErrSchema, v, schemaVersion)
 		}
-		if v := string(m.Get(metaVendor)); v != s.vendor.Fingerprint().String() {
-			return fmt.Errorf("%s was made with vendor key %s, but %s is %s; restore the original %s", DBFile, v, VendorKeyFile, s.vendor.Fingerprint(), VendorKeyFile)
+		if v := string(m.Get(metaVendor)); v != s.pub.Fingerprint().String() {
+			file := VendorKeyFile
+			if s.vendor == nil {
+				file = VendorPubFile // what the fingerprint was read from
+			}
+			return fmt.Errorf("%s was made with vendor key %s, but %s is %s; restore the original %s", DBFile, v, file, s.pub.Fingerprint(), file)
 		}
 		return nil
 	})
@@ -301,7 +332,17 @@ func (s *Server) load() error {
 func (s *Server) Close() error { return s.db.Close() }
 
 // VendorKey returns the vendor's public key.
-func (s *Server) VendorKey() *keys.PublicKey { return s.vendor.Public() }
+func (s *Server) VendorKey() *keys.PublicKey { return s.pub }
+
+// Locked reports whether the vendor key is passphrase-protected and was not
+// unlocked (Config.Unlock): the Server cannot sign, so Serve refuses.
+func (s *Server) Locked() bool { return s.vendor == nil }
+
+// errLocked is the refusal to sign with a locked vendor key.
+func (s *Server) errLocked() error {
+	return fmt.Errorf("%w: %s is passphrase-protected and the store was opened without its passphrase, so entitlements cannot be signed; serve unlocks it (--passphrase-file)",
+		ErrLocked, filepath.Join(s.dir, VendorKeyFile))
+}
 
 // reloadSites rebuilds the site index from the database.
 func (s *Server) reloadSites() error {

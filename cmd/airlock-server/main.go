@@ -16,6 +16,24 @@ var dirFlag = &cli.StringFlag{Name: "dir", Usage: "the vendor store directory (m
 
 func config(c *cli.Context) server.Config { return server.Config{Dir: c.String("dir")} }
 
+// passphraseFlag is the --passphrase-file flag of init and serve, the
+// commands that write or sign with vendor.key, new for each command.
+func passphraseFlag(usage string) cli.Flag {
+	return &cli.StringFlag{Name: "passphrase-file", Usage: usage, EnvVars: []string{server.EnvPassphraseFile}}
+}
+
+// vendorPassphrase says where serve gets the passphrase of vendor.key:
+// --passphrase-file (or its environment variable), else the terminal if
+// stdin and stderr are one. Without either, server refuses a protected
+// vendor.key with a usage error.
+func vendorPassphrase(c *cli.Context) server.VendorPassphrase {
+	p := server.VendorPassphrase{File: c.String("passphrase-file")}
+	if cliapp.Interactive() {
+		p.Prompt = func(path string) ([]byte, error) { return cliapp.AskPassphrase(c.Context, c.App.ErrWriter, path) }
+	}
+	return p
+}
+
 func newApp() *cli.App {
 	return &cli.App{
 		Name:  "airlock-server",
@@ -24,7 +42,12 @@ func newApp() *cli.App {
 			{
 				Name:  "init",
 				Usage: "make a vendor store: vendor key (DIR/vendor.key, DIR/vendor.pub.asc), catalog, ledger",
-				Flags: []cli.Flag{dirFlag, &cli.StringFlag{Name: "name", Usage: "the vendor key's user ID", Value: "airlock vendor"}},
+				Description: "With --passphrase-file, DIR/vendor.key is encrypted with that passphrase: serve, which\n" +
+					"signs entitlements with it, then needs the passphrase; the other commands never do.",
+				Flags: []cli.Flag{
+					dirFlag, &cli.StringFlag{Name: "name", Usage: "the vendor key's user ID", Value: "airlock vendor"},
+					passphraseFlag("encrypt vendor.key with the passphrase in `FILE` (one line)"),
+				},
 				Action: func(c *cli.Context) error {
 					if err := cliapp.Need(c, "dir"); err != nil {
 						return err
@@ -32,7 +55,7 @@ func newApp() *cli.App {
 					if _, err := cliapp.Args(c, 0, 0, "no arguments"); err != nil {
 						return err
 					}
-					return server.RunInit(c.Context, server.InitOptions{Dir: c.String("dir"), Name: c.String("name")}, c.App.Writer, c.App.ErrWriter)
+					return server.RunInit(c.Context, server.InitOptions{Dir: c.String("dir"), Name: c.String("name"), PassphraseFile: c.String("passphrase-file")}, c.App.Writer, c.App.ErrWriter)
 				},
 			},
 			{
@@ -140,11 +163,17 @@ func newApp() *cli.App {
 			{
 				Name:  "serve",
 				Usage: "answer download keys and serve packages until SIGTERM; admin commands keep working meanwhile",
+				Description: "Signs every entitlement with the vendor key. If DIR/vendor.key is passphrase-protected, the\n" +
+					"passphrase is read from --passphrase-file (or AIRLOCK_SERVER_PASSPHRASE_FILE), else asked on the\n" +
+					"terminal, before the store is opened; without it, or with a wrong one, serve exits with 2\n" +
+					"and listens nowhere. It is the only command that needs the passphrase: publish, site,\n" +
+					"reissue and catalog do not sign, whether they reach the running server or open the store.",
 				Flags: []cli.Flag{
 					dirFlag,
 					&cli.StringFlag{Name: "listen", Usage: "TCP address to listen on", Value: "127.0.0.1:8080"},
 					&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate file: serve HTTPS"},
 					&cli.StringFlag{Name: "tls-key", Usage: "PEM private key file of --tls-cert"},
+					passphraseFlag("the passphrase of a passphrase-protected vendor.key is in `FILE`"),
 					cliapp.LogFormatFlag, cliapp.LogLevelFlag,
 				},
 				Action: func(c *cli.Context) error {
@@ -160,6 +189,7 @@ func newApp() *cli.App {
 					}
 					cfg := config(c)
 					cfg.Logger = logger
+					cfg.Passphrase = vendorPassphrase(c)
 					return server.RunServe(c.Context, server.ServeCommandOptions{
 						Config: cfg,
 						ServeOptions: server.ServeOptions{

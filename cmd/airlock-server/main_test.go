@@ -29,11 +29,12 @@ func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata",
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"sitekey":  cmdSiteKey,
-			"deliver":  cmdDeliver,
-			"perm":     cmdPerm,
-			"waitfile": cmdWaitFile,
-			"code":     cmdCode,
+			"sitekey":   cmdSiteKey,
+			"deliver":   cmdDeliver,
+			"perm":      cmdPerm,
+			"waitfile":  cmdWaitFile,
+			"code":      cmdCode,
+			"encrypted": cmdEncrypted,
 		},
 	})
 }
@@ -118,6 +119,23 @@ func cmdCode(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	if got != want {
 		ts.Fatalf("%s exited with %d, want %d\nstderr: %s", args[1], got, want, ts.ReadFile("stderr"))
+	}
+}
+
+// [!] encrypted FILE: the private key in FILE is passphrase-protected.
+func cmdEncrypted(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: [!] encrypted FILE")
+	}
+	_, err := keys.ReadPrivateFile(ts.MkAbs(args[0]), nil)
+	switch {
+	case err == nil && neg:
+	case err == nil:
+		ts.Fatalf("%s opens without a passphrase", args[0])
+	case !errors.Is(err, keys.ErrPassphrase):
+		ts.Fatalf("%s: %v", args[0], err)
+	case neg:
+		ts.Fatalf("%s is passphrase-protected", args[0])
 	}
 }
 
