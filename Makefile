@@ -31,10 +31,12 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(PROGRAMS))
 
 # The full test suite. Interoperability tests use the real gpg, tar and zstd.
-# test-install.sh checks what make install lays out, in a temporary PREFIX.
+# test-install.sh checks what make install lays out, in a temporary PREFIX;
+# docs-check that docs/ is what the command definitions generate.
 test: tools build
 	$(GO) test -count=1 ./...
 	./scripts/test-install.sh
+	@$(MAKE) --no-print-directory docs-check
 
 # What must hold before every commit.
 check: tools
