@@ -15,6 +15,7 @@ import (
 
 	"github.com/airlock-project/airlock/catalog"
 	"github.com/airlock-project/airlock/cmd/internal/cliapp"
+	"github.com/airlock-project/airlock/cmd/internal/clitest"
 	"github.com/airlock-project/airlock/keys"
 	"github.com/airlock-project/airlock/server"
 )
@@ -34,7 +35,7 @@ func TestScripts(t *testing.T) {
 			"perm":      cmdPerm,
 			"waitfile":  cmdWaitFile,
 			"code":      cmdCode,
-			"encrypted": cmdEncrypted,
+			"encrypted": clitest.Encrypted,
 		},
 	})
 }
@@ -119,23 +120,6 @@ func cmdCode(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	if got != want {
 		ts.Fatalf("%s exited with %d, want %d\nstderr: %s", args[1], got, want, ts.ReadFile("stderr"))
-	}
-}
-
-// [!] encrypted FILE: the private key in FILE is passphrase-protected.
-func cmdEncrypted(ts *testscript.TestScript, neg bool, args []string) {
-	if len(args) != 1 {
-		ts.Fatalf("usage: [!] encrypted FILE")
-	}
-	_, err := keys.ReadPrivateFile(ts.MkAbs(args[0]), nil)
-	switch {
-	case err == nil && neg:
-	case err == nil:
-		ts.Fatalf("%s opens without a passphrase", args[0])
-	case !errors.Is(err, keys.ErrPassphrase):
-		ts.Fatalf("%s: %v", args[0], err)
-	case neg:
-		ts.Fatalf("%s is passphrase-protected", args[0])
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"github.com/airlock-project/airlock/catalog"
 	"github.com/airlock-project/airlock/cluster/clustertest"
 	"github.com/airlock-project/airlock/cmd/internal/cliapp"
+	"github.com/airlock-project/airlock/cmd/internal/clitest"
 	"github.com/airlock-project/airlock/keys"
 	"github.com/airlock-project/airlock/repo"
 	"github.com/airlock-project/airlock/repo/repotest"
@@ -60,7 +60,7 @@ func TestScripts(t *testing.T) {
 			"tamper":      cmdTamper,
 			"want-exit":   cmdWantExit,
 			"fingerprint": cmdFingerprint,
-			"encrypted":   cmdEncrypted,
+			"encrypted":   clitest.Encrypted,
 			"agent":       cmdAgent,
 		},
 	})
@@ -302,25 +302,6 @@ func cmdFingerprint(ts *testscript.TestScript, neg bool, args []string) {
 	k, err := keys.ReadPublicFile(ts.MkAbs(args[0]))
 	ts.Check(err)
 	ts.Setenv(args[1], k.Fingerprint().String())
-}
-
-// encrypted FILE succeeds if the private key FILE is passphrase-protected:
-// it does not open without a passphrase (keys.ErrPassphrase). "! encrypted
-// FILE" succeeds if it opens without one.
-func cmdEncrypted(ts *testscript.TestScript, neg bool, args []string) {
-	if len(args) != 1 {
-		ts.Fatalf("usage: [!] encrypted FILE")
-	}
-	_, err := keys.ReadPrivateFile(ts.MkAbs(args[0]), nil)
-	switch {
-	case err == nil && neg:
-	case err == nil:
-		ts.Fatalf("%s opens without a passphrase", args[0])
-	case !errors.Is(err, keys.ErrPassphrase):
-		ts.Fatalf("%s: %v", args[0], err)
-	case neg:
-		ts.Fatalf("%s is passphrase-protected", args[0])
-	}
 }
 
 // agent [-role R] [-region R] NAME starts a node agent called NAME in the
