@@ -305,6 +305,10 @@ func (c *Client) answer(resp *http.Response, op string, out any) error {
 		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
+		if resp.Request != nil && resp.Request.Context().Err() != nil {
+			// Cut short by our own interruption: not the node's fault.
+			return c.transportError(op, resp.Request.Context().Err())
+		}
 		return fmt.Errorf("node %s: %s: undecodable answer: %v", c.node, op, err)
 	}
 	return nil

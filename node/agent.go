@@ -371,11 +371,17 @@ func (a *Agent) Job(id string) (Job, error) {
 // they will be once the jobs already queued have succeeded. Submitting a
 // package that is already queued or running returns that job.
 func (a *Agent) Submit(d catalog.Digest) (Job, error) {
+	// A job of d queued, running or just finished comes first: a running
+	// install may already have taken the staged file, and a rerun of
+	// airlock submits again a job it did not record.
+	if j, ok := a.activeJob(d); ok {
+		return j, nil
+	}
+	if err := a.installedBefore(d); err != nil {
+		return Job{}, err
+	}
 	p, err := a.verifiedPackage(d)
 	if errors.Is(err, ErrNoEntitlement) {
-		if err := a.installedBefore(d); err != nil {
-			return Job{}, err
-		}
 		return Job{}, fmt.Errorf("%w: node %s has neither the entitlement nor the data of package %s", ErrNotStaged, a.Name(), d.Short())
 	}
 	if err != nil {
@@ -418,6 +424,18 @@ func (a *Agent) Submit(d catalog.Digest) (Job, error) {
 	a.queue <- id // never blocks: capacity checked under a.mu, the only sender
 	a.log.Info("install queued", "job", id, "package", p.String())
 	return j, nil
+}
+
+// activeJob returns the queued or running job that installs d, if any.
+func (a *Agent) activeJob(d catalog.Digest) (Job, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, j := range a.st.Jobs {
+		if j.active() && j.Package.SHA256 == d {
+			return j, true
+		}
+	}
+	return Job{}, false
 }
 
 // installedBefore returns ErrAlreadyInstalled if a job installed package d
