@@ -69,7 +69,7 @@ func InitWithPassphrase(ctx context.Context, opts Options, site string, passphra
 		return nil, err
 	}
 	now := opts.now()
-	key, err := keys.Generate(keys.GenerateOptions{Name: "airlock site " + site, Now: now})
+	key, err := newSiteKey(site, now)
 	if err != nil {
 		return nil, fmt.Errorf("init repository %s: site key: %w", dir, err)
 	}

@@ -105,7 +105,7 @@ func (r *Repo) RotateSiteKey(ctx context.Context, opts RotateOptions) (*RotateRe
 	}
 	now := r.opts.now()
 	old := r.siteKey
-	key, err := keys.Generate(keys.GenerateOptions{Name: "airlock site " + r.site, Now: now})
+	key, err := newSiteKey(r.site, now)
 	if err != nil {
 		return nil, fmt.Errorf("rotate the site key: %w", err)
 	}

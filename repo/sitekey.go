@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/airlock-project/airlock/keys"
 )
@@ -41,33 +42,12 @@ func ReadSiteKey(dir string, p SiteKeyPassphrase) (*keys.PrivateKey, error) {
 	if err := pendingRotation(dir); err != nil {
 		return nil, err
 	}
-	pass, err := keys.ReadPassphraseFile(p.File)
+	k, err := keys.UnlockPrivateFile(filepath.Join(dir, SiteKeyFile), keys.PassphraseSource{File: p.File, Env: "AIRLOCK_PASSPHRASE_FILE", Prompt: p.Prompt})
+	if err != nil && !errors.Is(err, keys.ErrPassphrase) && !errors.Is(err, keys.ErrPassphraseFile) {
+		return nil, fmt.Errorf("%w: the repository signs download keys with it; restore %s from a backup of the repository, or, if it is lost, replace the site key with 'airlock key rotate'", err, SiteKeyFile)
+	}
 	if err != nil {
 		return nil, err
-	}
-	path := filepath.Join(dir, SiteKeyFile)
-	k, err := keys.ReadPrivateFile(path, pass)
-	typed := false
-	if errors.Is(err, keys.ErrPassphrase) && pass == nil && p.Prompt != nil {
-		if pass, err = p.Prompt(path); err != nil {
-			return nil, err
-		}
-		if len(pass) == 0 {
-			return nil, fmt.Errorf("%w: no passphrase typed for %s; run the command again and type it, or pass --passphrase-file FILE", ErrInvalid, path)
-		}
-		typed = true
-		k, err = keys.ReadPrivateFile(path, pass)
-	}
-	switch {
-	case err == nil:
-	case errors.Is(err, keys.ErrPassphrase) && typed:
-		return nil, fmt.Errorf("%w; run the command again and type the passphrase of %s", err, SiteKeyFile)
-	case errors.Is(err, keys.ErrPassphrase) && pass == nil:
-		return nil, fmt.Errorf("%w; there is no terminal to ask for it on: pass --passphrase-file FILE or set AIRLOCK_PASSPHRASE_FILE", err)
-	case errors.Is(err, keys.ErrPassphrase):
-		return nil, fmt.Errorf("%w; check --passphrase-file %s", err, p.File)
-	default:
-		return nil, fmt.Errorf("%w: the repository signs download keys with it; restore %s from a backup of the repository, or, if it is lost, replace the site key with 'airlock key rotate'", err, SiteKeyFile)
 	}
 	return k, nil
 }
@@ -80,4 +60,9 @@ func (r *Repo) checkSiteKey(k *keys.PrivateKey) error {
 			filepath.Join(r.dir, SiteKeyFile), k.Fingerprint(), r.siteKey, SiteKeyFile)
 	}
 	return nil
+}
+
+// newSiteKey makes the site key of site, as init and rotation do.
+func newSiteKey(site string, now time.Time) (*keys.PrivateKey, error) {
+	return keys.Generate(keys.GenerateOptions{Name: "airlock site " + site, Now: now})
 }

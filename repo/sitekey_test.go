@@ -125,7 +125,7 @@ func TestReadSiteKey(t *testing.T) {
 		},
 		{
 			name: "nothing typed", dir: dir, p: SiteKeyPassphrase{Prompt: typed("")},
-			code: fault.ExitUsage, is: ErrInvalid, msg: []string{"no passphrase typed for " + keyPath, "--passphrase-file"},
+			code: fault.ExitUsage, is: keys.ErrPassphrase, msg: []string{"no passphrase typed for " + keyPath, "--passphrase-file"},
 		},
 		{
 			name: "empty file", dir: dir, p: SiteKeyPassphrase{File: passFile(t, "\n"), Prompt: never},

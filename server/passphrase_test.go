@@ -200,7 +200,7 @@ func TestOpenUnlock(t *testing.T) {
 			"--passphrase-file .*nothere does not exist; give the file that holds the passphrase$"},
 		{"wrong typed", VendorPassphrase{Prompt: prompt("wrong")}, keys.ErrPassphrase,
 			"the passphrase does not decrypt it.*; run the command again and type the passphrase of vendor.key$"},
-		{"nothing typed", VendorPassphrase{Prompt: prompt("")}, ErrPassphraseFile,
+		{"nothing typed", VendorPassphrase{Prompt: prompt("")}, keys.ErrPassphrase,
 			"no passphrase typed for .*vendor.key; run the command again and type it, or pass --passphrase-file FILE$"},
 	} {
 		_, err := Open(Config{Dir: dir, Unlock: true, Passphrase: tc.p})

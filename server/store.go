@@ -679,15 +679,20 @@ func (s *Server) addSite(_ context.Context, name string, armoredKey []byte, repl
 }
 
 // Sites returns the registered sites, by name.
-func (s *Server) Sites(ctx context.Context) ([]Site, error) {
+func (s *Server) Sites(context.Context) ([]Site, error) {
 	idx := s.siteSnapshot()
-	ds, err := s.Deliveries(ctx, "")
+	// Ledger keys are SITE 0x00 ...: count them without decoding entries.
+	delivered := map[string]int{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLedger).ForEach(func(k, _ []byte) error {
+			if site, _, ok := bytes.Cut(k, []byte{0}); ok {
+				delivered[string(site)]++
+			}
+			return nil
+		})
+	})
 	if err != nil {
 		return nil, err
-	}
-	delivered := map[string]int{}
-	for _, d := range ds {
-		delivered[d.Site]++
 	}
 	out := make([]Site, 0, len(idx.byName))
 	for _, r := range idx.byName {

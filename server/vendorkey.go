@@ -36,42 +36,25 @@ type VendorPassphrase struct {
 // sign. The public half's fingerprint is checked against the database by
 // load.
 func readVendorKey(dir string, unlock bool, p VendorPassphrase) (priv *keys.PrivateKey, pub *keys.PublicKey, err error) {
-	var pass []byte
-	if unlock {
-		if pass, err = keys.ReadPassphraseFile(p.File); err != nil {
-			return nil, nil, err
-		}
-	}
 	path := filepath.Join(dir, VendorKeyFile)
-	k, err := keys.ReadPrivateFile(path, pass)
-	if errors.Is(err, keys.ErrPassphrase) && !unlock {
-		// Protected, and not needed: the public half is enough.
-		pub, err := keys.ReadPublicFile(filepath.Join(dir, VendorPubFile))
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s is passphrase-protected, and its public half: %w; restore %s from the store's backup", VendorKeyFile, err, VendorPubFile)
+	if unlock {
+		priv, err = keys.UnlockPrivateFile(path, keys.PassphraseSource{File: p.File, Env: EnvPassphraseFile, Prompt: p.Prompt})
+	} else {
+		priv, err = keys.ReadPrivateFile(path, nil)
+		if errors.Is(err, keys.ErrPassphrase) {
+			// Protected, and not needed: the public half is enough.
+			pub, err := keys.ReadPublicFile(filepath.Join(dir, VendorPubFile))
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s is passphrase-protected, and its public half: %w; restore %s from the store's backup", VendorKeyFile, err, VendorPubFile)
+			}
+			return nil, pub, nil
 		}
-		return nil, pub, nil
-	}
-	typed := false
-	if errors.Is(err, keys.ErrPassphrase) && pass == nil && p.Prompt != nil {
-		if pass, err = p.Prompt(path); err != nil {
-			return nil, nil, err
-		}
-		if len(pass) == 0 {
-			return nil, nil, fmt.Errorf("%w: no passphrase typed for %s; run the command again and type it, or pass --passphrase-file FILE", ErrPassphraseFile, path)
-		}
-		typed = true
-		k, err = keys.ReadPrivateFile(path, pass)
 	}
 	switch {
 	case err == nil:
-		return k, k.Public(), nil
-	case errors.Is(err, keys.ErrPassphrase) && typed:
-		return nil, nil, fmt.Errorf("%w; run the command again and type the passphrase of %s", err, VendorKeyFile)
-	case errors.Is(err, keys.ErrPassphrase) && pass == nil:
-		return nil, nil, fmt.Errorf("%w; there is no terminal to ask for it on: pass --passphrase-file FILE or set %s", err, EnvPassphraseFile)
-	case errors.Is(err, keys.ErrPassphrase):
-		return nil, nil, fmt.Errorf("%w; check --passphrase-file %s", err, p.File)
+		return priv, priv.Public(), nil
+	case errors.Is(err, keys.ErrPassphrase), errors.Is(err, keys.ErrPassphraseFile):
+		return nil, nil, err
 	}
 	return nil, nil, fmt.Errorf("%w; restore %s from the store's backup", err, VendorKeyFile)
 }
